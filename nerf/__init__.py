@@ -1,0 +1,1 @@
+"""A NeRF view-synthesis library: rays, sampling, encodings, fields, rendering, training."""

@@ -1,0 +1,310 @@
+"""Typed, strict configuration built from ``params.yaml``.
+
+One frozen dataclass per ``params.yaml`` section. :func:`load_params` reads the file
+and builds them; an unknown key, a missing key, a value of the wrong type or out of
+range fails at once with a :class:`ConfigError` whose message names the full key
+(``train.steps``) and what is allowed.
+
+Range limits live on the fields (``field(metadata=...)``), cross-field rules in
+``__post_init__``; both are enforced for configs built in code, too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from nerf.errors import ConfigError
+
+
+def _range(
+    default: Any, *, gt: float | None = None, ge: float | None = None, lt: float | None = None,
+    le: float | None = None,
+) -> Any:
+    """A dataclass field with numeric bounds that the builder checks."""
+    bounds = {k: v for k, v in {"gt": gt, "ge": ge, "lt": lt, "le": le}.items() if v is not None}
+    return field(default=default, metadata={"bounds": bounds})
+
+
+_BOUND_TEXT = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+_BOUND_TEST = {
+    "gt": lambda v, b: v > b,
+    "ge": lambda v, b: v >= b,
+    "lt": lambda v, b: v < b,
+    "le": lambda v, b: v <= b,
+}
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the scene comes from and its depth bounds."""
+
+    # "sample" (embedded tiny lego), an http(s) URL, or a local file or folder path.
+    source: str = "sample"
+    # Expected SHA-256 of a downloaded file (hex); required for URLs, optional otherwise.
+    sha256: str | None = None
+    # "auto" detects from the source: a .npz file or a Blender folder.
+    format: Literal["auto", "npz", "blender"] = "auto"
+    # Depth range along each ray that encloses the scene.
+    near: float = _range(2.0, ge=0.0)
+    far: float = _range(6.0, gt=0.0)
+
+    def __post_init__(self) -> None:
+        if not self.near < self.far:
+            raise ConfigError(
+                f"data.near must be less than data.far, got near={self.near} far={self.far}"
+            )
+        if self.sha256 is not None:
+            digest = self.sha256.lower()
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ConfigError(
+                    f"data.sha256 must be 64 hexadecimal characters, got {self.sha256!r}"
+                )
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How source views are divided into train and test sets, and resized."""
+
+    strategy: Literal["tail", "every_nth", "random", "official"] = "tail"
+    # Fraction of views held out for testing (tail, random).
+    test_fraction: float = _range(0.2, gt=0.0, lt=1.0)
+    # every_nth holds out views 0, n, 2n, ...
+    every_nth: int = _range(8, ge=2)
+    # Output width in pixels (height by aspect ratio, area-averaged); null keeps the size.
+    image_size: int | None = _range(None, ge=1)
+    # Colour RGBA sources are composited on.
+    background: Literal["black", "white"] = "black"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SeedModelConfig:
+    """The notebook's model: one MLP on the Fourier-encoded (position, direction) 6-vector.
+
+    Trained on one whole random training image per step, stratified samples on [near, far].
+    """
+
+    frequencies: int = _range(10, ge=0)
+    width: int = _range(256, ge=1)
+    depth: int = _range(8, ge=1)
+    # Index of the hidden layer whose input is concatenated with the encoded input again.
+    skip: int = _range(5, ge=0)
+    samples: int = _range(80, ge=1)
+    lr: float = _range(5e-4, gt=0.0)
+    lr_final: float = _range(5e-4, gt=0.0)
+
+
+@dataclass(frozen=True)
+class NerfModelConfig:
+    """The NeRF paper's model: coarse and fine MLPs, view-direction branch."""
+
+    pos_frequencies: int = _range(10, ge=0)
+    dir_frequencies: int = _range(4, ge=0)
+    width: int = _range(256, ge=1)
+    depth: int = _range(8, ge=1)
+    skip: int = _range(4, ge=0)
+    coarse_samples: int = _range(64, ge=1)
+    fine_samples: int = _range(128, ge=0)
+    rays_per_batch: int = _range(1024, ge=1)
+    lr: float = _range(5e-4, gt=0.0)
+    lr_final: float = _range(5e-5, gt=0.0)
+
+
+@dataclass(frozen=True)
+class FastModelConfig:
+    """Instant-NGP family: hash-grid field, occupancy grid, SH view encoding."""
+
+    levels: int = _range(12, ge=1)
+    features_per_level: int = _range(2, ge=1)
+    log2_table_size: int = _range(17, ge=4, le=26)
+    base_resolution: int = _range(16, ge=2)
+    max_resolution: int = _range(512, ge=2)
+    hidden: int = _range(64, ge=1)
+    geo_features: int = _range(15, ge=1)
+    sh_degree: int = _range(4, ge=1, le=4)
+    # Half the side of the axis-aligned cube around the origin that holds the scene.
+    bound: float = _range(1.5, gt=0.0)
+    # Occupancy grid cells per side, update period and opacity threshold.
+    grid_resolution: int = _range(64, ge=1)
+    grid_update_every: int = _range(16, ge=1)
+    grid_threshold: float = _range(0.01, gt=0.0, lt=1.0)
+    # March step: this many steps across the cube's diagonal.
+    steps_per_diagonal: int = _range(256, ge=1)
+    # Ray batches are sized so that a step evaluates about this many samples.
+    samples_per_batch: int = _range(65536, ge=1)
+    max_rays_per_batch: int = _range(8192, ge=1)
+    lr: float = _range(1e-2, gt=0.0)
+    lr_final: float = _range(5e-4, gt=0.0)
+
+    def __post_init__(self) -> None:
+        if self.max_resolution < self.base_resolution:
+            raise ConfigError(
+                "model.fast.max_resolution must be >= model.fast.base_resolution, "
+                f"got {self.max_resolution} < {self.base_resolution}"
+            )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: Literal["seed", "nerf", "fast"] = "fast"
+    seed: SeedModelConfig = field(default_factory=SeedModelConfig)
+    nerf: NerfModelConfig = field(default_factory=NerfModelConfig)
+    fast: FastModelConfig = field(default_factory=FastModelConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = _range(1000, ge=1)
+    # null: the model kind's own model.<kind>.lr; a number overrides it (and lr_final scales).
+    lr: float | None = _range(None, gt=0.0)
+    eval_every: int = _range(250, ge=1)
+    # Held-out views rendered for the periodic held-out PSNR (at most; 0 disables).
+    eval_views: int = _range(2, ge=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    # Rays per forward pass when rendering whole images.
+    chunk: int = _range(4096, ge=1)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    ssim_kernel: int = _range(11, ge=3)
+    ssim_sigma: float = _range(1.5, gt=0.0)
+
+    def __post_init__(self) -> None:
+        if self.ssim_kernel % 2 == 0:
+            raise ConfigError(f"eval.ssim_kernel must be odd, got {self.ssim_kernel}")
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# --------------------------------------------------------------------------- building
+
+_T = typing.TypeVar("_T")
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def build(cls: type[_T], values: dict[str, Any], prefix: str = "") -> _T:
+    """Builds dataclass ``cls`` from ``values``; every field must be given, no other key."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    where = prefix or "params.yaml"
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        keys = ", ".join(f"{prefix}.{k}" if prefix else k for k in unknown)
+        raise ConfigError(f"unknown key {keys} in {where}; expected keys: {', '.join(names)}")
+    missing = [n for n in names if n not in values]
+    if missing:
+        keys = ", ".join(f"{prefix}.{k}" if prefix else k for k in missing)
+        raise ConfigError(f"missing key {keys} in {where}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = _convert(values[f.name], hints[f.name], key)
+        for bound, limit in f.metadata.get("bounds", {}).items():
+            if value is not None and not _BOUND_TEST[bound](value, limit):
+                raise ConfigError(f"{key} must be {_BOUND_TEXT[bound]} {limit}, got {value!r}")
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Reads and validates the whole ``params.yaml``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; expected the pipeline's params.yaml") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
+    try:
+        return build(Params, values)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The plain-dict form of a config (for checkpoints and logs)."""
+    return dataclasses.asdict(config)

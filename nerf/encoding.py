@@ -1,0 +1,140 @@
+"""Input encodings: Fourier features, spherical harmonics and the multiresolution hash grid."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def fourier_encode(x: Tensor, n_frequencies: int, scale: float = 1.0) -> Tensor:
+    """Raw input followed by sin/cos features: (..., d) -> (..., d * (2 * n_frequencies + 1)).
+
+    Layout (the seed notebook's): [x, sin(s 2^0 x), cos(s 2^0 x), ..., sin(s 2^(L-1) x),
+    cos(s 2^(L-1) x)], each block d wide, with s = ``scale`` (pi in the seed, 1 in the
+    NeRF authors' code).
+    """
+    if n_frequencies == 0:
+        return x
+    freqs = scale * 2.0 ** torch.arange(n_frequencies, dtype=x.dtype, device=x.device)
+    angles = x.unsqueeze(-2) * freqs.unsqueeze(-1)  # (..., L, d)
+    features = torch.stack([torch.sin(angles), torch.cos(angles)], dim=-2)  # (..., L, 2, d)
+    features = features.reshape(*x.shape[:-1], 2 * n_frequencies, x.shape[-1])
+    return torch.cat([x.unsqueeze(-2), features], dim=-2).reshape(*x.shape[:-1], -1)
+
+
+def fourier_dim(in_dim: int, n_frequencies: int) -> int:
+    return in_dim * (2 * n_frequencies + 1)
+
+
+def spherical_harmonics(directions: Tensor, degree: int) -> Tensor:
+    """Real spherical harmonics of unit ``directions`` (..., 3) -> (..., degree ** 2).
+
+    ``degree`` counts bands (1..4), as in instant-NGP; the basis is orthonormal on the sphere.
+    """
+    x, y, z = directions.unbind(-1)
+    out = [torch.full_like(x, 0.28209479177387814)]
+    if degree > 1:
+        out += [-0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x]
+    if degree > 2:
+        xx, yy, zz = x * x, y * y, z * z
+        out += [
+            1.0925484305920792 * x * y,
+            -1.0925484305920792 * y * z,
+            0.94617469575755997 * zz - 0.31539156525251999,
+            -1.0925484305920792 * x * z,
+            0.54627421529603959 * (xx - yy),
+        ]
+    if degree > 3:
+        out += [
+            0.59004358992664352 * y * (3 * xx - yy),
+            2.8906114426405538 * x * y * z,
+            0.45704579946446572 * y * (1 - 5 * zz),
+            0.3731763325901154 * z * (5 * zz - 3),
+            0.45704579946446572 * x * (1 - 5 * zz),
+            1.4453057213202769 * z * (xx - yy),
+            0.59004358992664352 * x * (xx - 3 * yy),
+        ]
+    return torch.stack(out, dim=-1)
+
+
+# Per-axis primes of the spatial hash (Teschner et al., as in instant-NGP), as int32: index
+# arithmetic runs in int32 (half the memory traffic of int64), and since the table size is
+# a power of two below 2^31, wrapping products leave the masked low bits unchanged.
+_PRIMES = (1, 2654435761 - 2**32, 805459861)
+
+
+class HashGrid(nn.Module):
+    """Multiresolution hash encoding (Müller et al. 2022) of points in [-bound, bound]^3.
+
+    Level l has resolution N_l = floor(base * b^l) cells per side, b chosen so that the last
+    level reaches ``max_resolution``. A level whose (N_l + 1)^3 vertices fit in the table is
+    stored densely (exact trilinear interpolation of a grid); finer levels hash their
+    vertices into 2^log2_table_size entries. All levels live in one table, gathered at once.
+    """
+
+    def __init__(
+        self,
+        levels: int = 16,
+        features_per_level: int = 2,
+        log2_table_size: int = 19,
+        base_resolution: int = 16,
+        max_resolution: int = 2048,
+        bound: float = 1.5,
+    ) -> None:
+        super().__init__()
+        self.levels, self.features_per_level, self.bound = levels, features_per_level, bound
+        growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
+        table = 2**log2_table_size
+        resolutions, sizes, dense = [], [], []
+        for level in range(levels):
+            res = int(math.floor(base_resolution * growth**level + 1e-6))
+            fits = (res + 1) ** 3 <= table
+            resolutions.append(res)
+            dense.append(fits)
+            sizes.append((res + 1) ** 3 if fits else table)
+        offsets = [0]
+        for size in sizes:
+            offsets.append(offsets[-1] + size)
+        self.register_buffer("resolutions", torch.tensor(resolutions, dtype=torch.int32), persistent=False)
+        self.register_buffer("dense", torch.tensor(dense), persistent=False)
+        self.register_buffer("offsets", torch.tensor(offsets[:-1], dtype=torch.int32), persistent=False)
+        self.register_buffer("offsets01", torch.tensor([0, 1], dtype=torch.int32), persistent=False)
+        self.register_buffer("primes", torch.tensor(_PRIMES, dtype=torch.int32), persistent=False)
+        self.hash_mask = table - 1
+        self.table = nn.Parameter(torch.empty(offsets[-1], features_per_level).uniform_(-1e-4, 1e-4))
+
+    @property
+    def out_dim(self) -> int:
+        return self.levels * self.features_per_level
+
+    def forward(self, points: Tensor) -> Tensor:
+        """points: (n, 3) world coordinates -> features (n, levels * features_per_level)."""
+        n = points.shape[0]
+        unit = ((points + self.bound) / (2 * self.bound)).clamp(0.0, 1.0)  # (n, 3)
+        res = self.resolutions  # (L,)
+        scaled = unit.unsqueeze(1) * res.unsqueeze(-1).to(unit.dtype)  # (n, L, 3)
+        lower = torch.minimum(scaled.floor().int(), (res - 1).unsqueeze(-1))  # (n, L, 3) int32
+        frac = scaled - lower  # (n, L, 3)
+        # Per axis, the two vertex coordinates and their interpolation weights: (n, L, 2).
+        coords = [lower[..., k].unsqueeze(-1) + self.offsets01 for k in range(3)]
+        w = [torch.stack([1 - frac[..., k], frac[..., k]], dim=-1) for k in range(3)]
+        # Combine axes by broadcasting to the 8 corners (z, y, x order): (n, L, 2, 2, 2).
+        stride = (res + 1).view(1, -1, 1)
+        dense_index = (
+            (coords[2] * stride * stride)[..., :, None, None]
+            + (coords[1] * stride)[..., None, :, None]
+            + coords[0][..., None, None, :]
+        )
+        hashed = (
+            (coords[2] * self.primes[2])[..., :, None, None]
+            ^ (coords[1] * self.primes[1])[..., None, :, None]
+            ^ coords[0][..., None, None, :]
+        ) & self.hash_mask
+        dense = self.dense.view(1, -1, 1, 1, 1)
+        rows = torch.where(dense, dense_index, hashed) + self.offsets.view(1, -1, 1, 1, 1)
+        weights = w[2][..., :, None, None] * w[1][..., None, :, None] * w[0][..., None, None, :]
+        values = self.table[rows.reshape(n, self.levels, 8)]  # (n, L, 8, F)
+        features = (weights.reshape(n, self.levels, 8, 1) * values).sum(dim=2)  # (n, L, F)
+        return features.reshape(n, self.out_dim)

@@ -1,0 +1,126 @@
+"""Radiance fields: networks mapping a point and a view direction to colour and density.
+
+Every field is called as ``field(points, directions) -> (rgb, sigma)`` with points and
+directions (n, 3), rgb (n, 3) in [0, 1] and sigma (n,) >= 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nerf.encoding import HashGrid, fourier_dim, fourier_encode, spherical_harmonics
+
+
+class SkipMLP(nn.Module):
+    """ReLU MLP whose hidden layer ``skip`` takes [hidden, input] (the NeRF skip connection)."""
+
+    def __init__(self, in_dim: int, width: int, depth: int, skip: int) -> None:
+        super().__init__()
+        self.skip = skip
+        self.layers = nn.ModuleList(
+            nn.Linear(width + in_dim if i == skip and i > 0 else (in_dim if i == 0 else width), width)
+            for i in range(depth)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x
+        for i, layer in enumerate(self.layers):
+            if i == self.skip and i > 0:
+                h = torch.cat([h, x], dim=-1)
+            h = F.relu(layer(h))
+        return h
+
+
+class SeedField(nn.Module):
+    """The seed notebook's field: Fourier features (scale pi) of the 6-vector
+    (position, direction), one MLP, sigmoid colour and ReLU density from a 4-wide head.
+    Density depends on the view direction, as in the seed."""
+
+    def __init__(self, frequencies: int = 10, width: int = 256, depth: int = 8, skip: int = 5) -> None:
+        super().__init__()
+        self.frequencies = frequencies
+        self.mlp = SkipMLP(fourier_dim(6, frequencies), width, depth, skip)
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, points: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
+        x = fourier_encode(torch.cat([points, directions], dim=-1), self.frequencies, torch.pi)
+        out = self.head(self.mlp(x))
+        return torch.sigmoid(out[:, :3]), F.relu(out[:, 3])
+
+
+class NerfField(nn.Module):
+    """The NeRF paper's field: density from position alone (8 x 256 ReLU with a skip),
+    colour from a 128-wide branch that also sees the encoded unit view direction."""
+
+    def __init__(
+        self, pos_frequencies: int = 10, dir_frequencies: int = 4, width: int = 256,
+        depth: int = 8, skip: int = 4,
+    ) -> None:
+        super().__init__()
+        self.pos_frequencies, self.dir_frequencies = pos_frequencies, dir_frequencies
+        self.trunk = SkipMLP(fourier_dim(3, pos_frequencies), width, depth, skip)
+        self.sigma = nn.Linear(width, 1)
+        self.feature = nn.Linear(width, width)
+        self.branch = nn.Linear(width + fourier_dim(3, dir_frequencies), width // 2)
+        self.rgb = nn.Linear(width // 2, 3)
+
+    def forward(self, points: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.trunk(fourier_encode(points, self.pos_frequencies))
+        sigma = F.relu(self.sigma(h)[:, 0])
+        unit = F.normalize(directions, dim=-1)
+        d = fourier_encode(unit, self.dir_frequencies)
+        h = F.relu(self.branch(torch.cat([self.feature(h), d], dim=-1)))
+        return torch.sigmoid(self.rgb(h)), sigma
+
+
+class _TruncExp(torch.autograd.Function):
+    """exp with its gradient clamped (instant-NGP's density activation)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * torch.exp(x.clamp(-15.0, 15.0))
+
+
+def trunc_exp(x: Tensor) -> Tensor:
+    return _TruncExp.apply(x)
+
+
+class FastField(nn.Module):
+    """Instant-NGP's field: hash-grid features -> small density MLP (density and a geometry
+    feature) -> with spherical harmonics of the view direction, a small colour MLP."""
+
+    def __init__(
+        self, grid: HashGrid, hidden: int = 64, geo_features: int = 15, sh_degree: int = 4
+    ) -> None:
+        super().__init__()
+        self.grid, self.sh_degree = grid, sh_degree
+        self.density_net = nn.Sequential(
+            nn.Linear(grid.out_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1 + geo_features)
+        )
+        self.color_net = nn.Sequential(
+            nn.Linear(geo_features + sh_degree**2, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, 3),
+        )
+
+    def _density_and_features(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.density_net(self.grid(points))
+        return trunc_exp(h[:, 0] - 1.0), h[:, 1:]
+
+    def density(self, points: Tensor) -> Tensor:
+        """sigma (n,) at points (n, 3)."""
+        return self._density_and_features(points)[0]
+
+    def forward(self, points: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
+        sigma, geo = self._density_and_features(points)
+        sh = spherical_harmonics(F.normalize(directions, dim=-1), self.sh_degree)
+        rgb = torch.sigmoid(self.color_net(torch.cat([geo, sh.to(geo.dtype)], dim=-1)))
+        return rgb, sigma

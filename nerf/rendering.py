@@ -1,0 +1,84 @@
+"""Volume rendering: samples' densities and colours to pixel colour, depth and opacity.
+
+For samples i = 1..S along a ray with density sigma_i over an interval of length delta_i:
+
+    alpha_i   = 1 - exp(-sigma_i * delta_i)
+    T_i       = prod_{j < i} exp(-sigma_j * delta_j)        (exclusive: T_1 = 1)
+    weight_i  = alpha_i * T_i
+    colour    = sum_i weight_i * c_i + (1 - opacity) * background,  opacity = sum_i weight_i
+
+Two layouts share these formulas: *dense* (every ray has S samples, (n_rays, S) tensors)
+and *packed* (a flat list of samples sorted by ray, with ``ray_indices``), which the
+occupancy-grid sampler produces.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class RenderOutput(NamedTuple):
+    rgb: Tensor  # (n_rays, 3)
+    depth: Tensor  # (n_rays,) expected depth of the visible surface (weighted mean t)
+    opacity: Tensor  # (n_rays,) sum of weights, in [0, 1]
+    coarse_rgb: Tensor | None = None  # (n_rays, 3) hierarchical models' coarse pass
+
+
+def weights_dense(sigmas: Tensor, deltas: Tensor) -> Tensor:
+    """weights: (n_rays, n_samples) from sigmas, deltas (n_rays, n_samples)."""
+    tau = sigmas * deltas
+    # Exclusive cumulative sum: optical depth before sample i.
+    before = torch.cumsum(tau, dim=-1) - tau
+    return (1.0 - torch.exp(-tau)) * torch.exp(-before)
+
+
+def composite_dense(
+    weights: Tensor, rgbs: Tensor, t_mid: Tensor, background: Tensor
+) -> RenderOutput:
+    """weights, t_mid: (n_rays, n_samples); rgbs: (n_rays, n_samples, 3); background: (3,)."""
+    opacity = weights.sum(dim=-1)
+    rgb = (weights.unsqueeze(-1) * rgbs).sum(dim=-2) + (1.0 - opacity).unsqueeze(-1) * background
+    depth = (weights * t_mid).sum(dim=-1)
+    return RenderOutput(rgb, depth, opacity)
+
+
+def weights_packed(sigmas: Tensor, deltas: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:
+    """weights: (n_samples,) for packed samples.
+
+    sigmas, deltas: (n_samples,); ray_indices: (n_samples,) int64, non-decreasing (samples
+    of one ray contiguous and in depth order).
+    """
+    tau = sigmas * deltas
+    # Segmented exclusive cumsum: the global exclusive cumsum minus its value at the ray's
+    # first sample; float64 keeps that difference of large sums exact.
+    tau64 = tau.double()
+    exclusive = torch.cumsum(tau64, dim=0) - tau64
+    counts = torch.bincount(ray_indices, minlength=n_rays)
+    first = torch.cumsum(counts, dim=0) - counts  # index of each ray's first sample
+    before = (exclusive - exclusive[first[ray_indices]]).to(tau.dtype)
+    return (1.0 - torch.exp(-tau)) * torch.exp(-before.clamp(min=0.0))
+
+
+def composite_packed(
+    weights: Tensor,
+    rgbs: Tensor,
+    t_mid: Tensor,
+    ray_indices: Tensor,
+    n_rays: int,
+    background: Tensor,
+) -> RenderOutput:
+    """weights, t_mid, ray_indices: (n_samples,); rgbs: (n_samples, 3); background: (3,)."""
+    opacity = torch.zeros(n_rays, dtype=weights.dtype, device=weights.device).index_add(
+        0, ray_indices, weights
+    )
+    rgb = torch.zeros(n_rays, 3, dtype=rgbs.dtype, device=rgbs.device).index_add(
+        0, ray_indices, weights.unsqueeze(-1) * rgbs
+    )
+    depth = torch.zeros(n_rays, dtype=weights.dtype, device=weights.device).index_add(
+        0, ray_indices, weights * t_mid
+    )
+    rgb = rgb + (1.0 - opacity).unsqueeze(-1) * background
+    return RenderOutput(rgb, depth, opacity)

@@ -1,0 +1,108 @@
+"""The split stage: divide the source views into train and test, composite and resize them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nerf.config import SplitConfig, to_dict
+from nerf.errors import ConfigError, DataError
+from nerf.io import atomic_dir, write_json
+from nerf.scene import Scene, load_raw
+from nerf.views import Views, save_views
+
+BACKGROUNDS = {"black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0)}
+
+
+def split_indices(scene: Scene, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) view indices, each in source order, by ``config.strategy``."""
+    n = scene.n_views
+    if n < 2:
+        raise DataError(f"the scene has {n} view; a split needs at least 2")
+    n_test = min(max(round(config.test_fraction * n), 1), n - 1)
+    if config.strategy == "tail":
+        test = np.arange(n - n_test, n)
+    elif config.strategy == "every_nth":
+        test = np.arange(0, n, config.every_nth)
+    elif config.strategy == "random":
+        test = np.sort(np.random.default_rng(config.seed).permutation(n)[:n_test])
+    elif config.strategy == "official":
+        subsets = np.array(scene.subsets)
+        present = sorted(set(scene.subsets) - {""})
+        if not present:
+            raise ConfigError("split.strategy official needs a Blender source with its own "
+                              "train and test subsets; the source is an npz file")
+        if not {"train", "test"} <= set(present):
+            files = ", ".join(f"transforms_{s}.json" for s in present)
+            raise ConfigError(f"split.strategy official needs transforms_train.json and "
+                              f"transforms_test.json; the source has views from {files} only")
+        return np.flatnonzero(subsets == "train"), np.flatnonzero(subsets == "test")
+    else:
+        raise ConfigError(f"split.strategy: unknown strategy {config.strategy!r}")
+    return np.setdiff1d(np.arange(n), test), test
+
+
+def composite(images: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """RGBA -> RGB as ``rgb * a + background * (1 - a)``; RGB images pass through."""
+    if images.shape[-1] == 3:
+        return images
+    rgb, alpha = images[..., :3], images[..., 3:]
+    return (rgb * alpha + background * (1.0 - alpha)).astype(np.float32)
+
+
+def resize(images: np.ndarray, width: int | None) -> np.ndarray:
+    """Area-averages (box-filters) (n, h, w, c) images to ``width``, height by aspect ratio."""
+    n, h, w, _ = images.shape
+    if width is None or width == w:
+        return images
+    if width > w:
+        raise ConfigError(f"split.image_size {width} exceeds the source width {w}; "
+                          "only downscaling is supported")
+    height = max(1, round(h * width / w))
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    out = F.interpolate(x, size=(height, width), mode="area")
+    return out.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def split_scene(scene: Scene, config: SplitConfig) -> tuple[Views, Views, dict[str, Any]]:
+    """The train and test views of ``scene`` and the manifest describing the split."""
+    train, test = split_indices(scene, config)
+    rgba = scene.images.shape[-1] == 4
+    background = config.background if rgba else "black"
+    bg = np.array(BACKGROUNDS[background], np.float32)
+    if not rgba and config.background != "black":
+        print(f"note: split.background is {config.background}, but the source images are RGB, "
+              "already composited on black; keeping black", file=sys.stderr)
+    images = resize(composite(scene.images, bg), config.image_size)
+    focal = scene.focal * images.shape[2] / scene.images.shape[2]
+    views = Views(images.astype(np.float32), scene.poses, focal, scene.names, bg)
+    parts = {"train": (train, views.subset(train)), "test": (test, views.subset(test))}
+    manifest = {
+        "strategy": config.strategy,
+        "params": to_dict(config),
+        "source_size": {"width": int(scene.images.shape[2]), "height": int(scene.images.shape[1])},
+        "image_size": {"width": views.width, "height": views.height},
+        "focal": focal,
+        "background": background,
+        "source_rgba": rgba,
+        **{
+            key: {"count": len(idx), "indices": idx.tolist(), "names": list(part.names)}
+            for key, (idx, part) in parts.items()
+        },
+    }
+    return parts["train"][1], parts["test"][1], manifest
+
+
+def split(raw: str | Path, out: str | Path, config: SplitConfig) -> dict[str, Any]:
+    """Reads ``raw`` (the download stage's folder) and writes train.npz, test.npz, manifest.json."""
+    train, test, manifest = split_scene(load_raw(raw), config)
+    with atomic_dir(out) as tmp:
+        save_views(tmp / "train.npz", train)
+        save_views(tmp / "test.npz", test)
+        write_json(tmp / "manifest.json", manifest)
+    return manifest

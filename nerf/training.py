@@ -1,0 +1,192 @@
+"""Training: batches of rays from the training views, MSE on colour, Adam, decaying rate.
+
+``train`` runs the loop, logs to DVCLive (loss, train PSNR, held-out PSNR, seconds) and
+shows a tqdm bar; ``save_checkpoint``/``load_checkpoint`` keep the weights with the
+config that built them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from nerf.config import ModelConfig, TrainConfig, build, to_dict
+from nerf.errors import DataError
+from nerf.io import atomic_file
+from nerf.metrics import mse_to_psnr, psnr
+from nerf.models import Model, build_model, render_image
+from nerf.rays import Rays, camera_directions, rays_from_pixels
+from nerf.views import Views
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: cuda, then mps, then cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DataError("train.device is cuda but no CUDA device is available; use auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise DataError("train.device is mps but MPS is not available; use auto or cpu")
+    return torch.device(name)
+
+
+class TrainingRays(NamedTuple):
+    """Every pixel of the training views as a ray with its colour, image-major."""
+
+    rays: Rays  # (n_views * height * width) rays
+    colors: Tensor  # (n_views * height * width, 3)
+    pixels_per_view: int
+
+
+def training_rays(views: Views, device: torch.device) -> TrainingRays:
+    directions = camera_directions(views.height, views.width, views.focal, device)
+    poses = torch.from_numpy(views.poses).to(device)
+    rays = rays_from_pixels(poses[:, None, None], directions[None])
+    colors = torch.from_numpy(views.images).to(device).reshape(-1, 3)
+    return TrainingRays(rays, colors, views.height * views.width)
+
+
+class TrainSummary(NamedTuple):
+    steps: int
+    seconds: float  # training time, held-out evaluation excluded
+    loss: float
+    train_psnr: float
+    eval_psnr: float | None
+
+
+def learning_rate(step: int, steps: int, lr: float, lr_final: float) -> float:
+    """Exponential decay from ``lr`` at step 0 to ``lr_final`` at the last step."""
+    return lr * (lr_final / lr) ** (step / max(steps, 1))
+
+
+def evaluate_views(model: Model, views: Views, chunk: int, device: torch.device) -> float:
+    """Mean PSNR (dB) of the model's renders of ``views``."""
+    model.eval()
+    scores = []
+    for i in range(views.n_views):
+        pose = torch.from_numpy(views.poses[i]).to(device)
+        out = render_image(model, pose, views.height, views.width, views.focal, chunk)
+        truth = torch.from_numpy(views.images[i]).to(device)
+        scores.append(float(psnr(out.rgb.clamp(0, 1), truth)))
+    model.train()
+    return sum(scores) / len(scores)
+
+
+def train(
+    model: Model,
+    train_views: Views,
+    eval_views: Views | None,
+    config: TrainConfig,
+    device: torch.device,
+    live: Any | None = None,
+    chunk: int = 4096,
+    log_every: int = 10,
+    progress: bool = True,
+) -> TrainSummary:
+    """Fits ``model`` (already on ``device``) to ``train_views``.
+
+    Every ``log_every`` steps the mean loss and train PSNR since the last log go to
+    ``live`` (a ``dvclive.Live``); every ``config.eval_every`` steps and at the end, the PSNR
+    on ``eval_views``. The random stream is ``config.seed``'s.
+    """
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    data = training_rays(train_views, device)
+    n_views, per_view = train_views.n_views, data.pixels_per_view
+    lr0, lr_final = model.config.lr, model.config.lr_final
+    if config.lr is not None:
+        lr0, lr_final = config.lr, lr_final * config.lr / lr0
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr0, **model.adam_options)
+    loss_sum = torch.zeros((), device=device)
+    loss_count = 0
+    seconds = 0.0
+    eval_psnr: float | None = None
+    last_loss = float("nan")
+    bar = tqdm(range(1, config.steps + 1), desc=f"train {type(model).__name__}", disable=not progress,
+               dynamic_ncols=True)
+    model.train()
+    for step in bar:
+        started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step - 1, config.steps, lr0, lr_final)
+        model.before_step(step - 1, generator)
+        n_rays = model.rays_per_batch()
+        if n_rays is None:  # one whole random image
+            view = int(torch.randint(n_views, (1,), device=device, generator=generator))
+            index = torch.arange(view * per_view, (view + 1) * per_view, device=device)
+        else:
+            index = torch.randint(n_views * per_view, (n_rays,), device=device, generator=generator)
+        out = model.render_rays(data.rays[index], randomized=True, generator=generator)
+        target = data.colors[index]
+        loss = F.mse_loss(out.rgb, target)
+        if out.coarse_rgb is not None:
+            loss = loss + F.mse_loss(out.coarse_rgb, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += F.mse_loss(out.rgb.detach(), target)
+        loss_count += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds += time.perf_counter() - started
+
+        if step % log_every == 0 or step == config.steps:
+            last_loss = float(loss_sum) / loss_count
+            loss_sum.zero_()
+            loss_count = 0
+            if not torch.isfinite(torch.tensor(last_loss)):
+                raise FloatingPointError(f"training diverged at step {step} (loss {last_loss}); lower train.lr")
+            bar.set_postfix(psnr=f"{float(mse_to_psnr(torch.tensor(last_loss))):.2f}")
+            if live is not None:
+                live.step = step
+                live.log_metric("train/loss", last_loss)
+                live.log_metric("train/psnr", float(mse_to_psnr(torch.tensor(last_loss))))
+                live.log_metric("train/seconds", seconds)
+        if eval_views is not None and eval_views.n_views > 0 and (step % config.eval_every == 0 or step == config.steps):
+            eval_psnr = evaluate_views(model, eval_views, chunk, device)
+            if live is not None:
+                live.step = step
+                live.log_metric("eval/psnr", eval_psnr)
+        if live is not None and (step % log_every == 0 or step == config.steps):
+            live.next_step()
+    bar.close()
+    return TrainSummary(config.steps, seconds, last_loss, float(mse_to_psnr(torch.tensor(last_loss))), eval_psnr)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: str | Path, model: Model, model_config: ModelConfig, extra: dict | None = None) -> None:
+    """Weights plus everything needed to rebuild the model, written atomically."""
+    state = {
+        "model_config": to_dict(model_config),
+        "near": model.near,
+        "far": model.far,
+        "background": model.background.cpu(),
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+        **(extra or {}),
+    }
+    with atomic_file(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[Model, dict]:
+    """Rebuilds the model saved by :func:`save_checkpoint`; returns it and the whole record."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found; run the train stage first (dvc repro train)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    config = build(ModelConfig, state["model_config"], "model")
+    model = build_model(config, state["near"], state["far"], state["background"])
+    model.load_state_dict(state["state_dict"])
+    return model.to(device), state
+

@@ -1,0 +1,23 @@
+"""DVC stage: split ``data/raw`` into train and test views in ``data/split``."""
+
+import argparse
+from pathlib import Path
+
+from nerf.config import load_params
+from nerf.errors import run_stage
+from nerf.split import split
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--raw", type=Path, required=True, help="download stage's folder")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (data/split)")
+    args = parser.parse_args()
+    m = split(args.raw, args.out, load_params("params.yaml").split)
+    size = m["image_size"]
+    print(f"split: {m['strategy']}, {m['train']['count']} train / {m['test']['count']} test "
+          f"views of {size['width']}x{size['height']} on {m['background']} -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

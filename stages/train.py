@@ -1,0 +1,55 @@
+"""Train stage: fit the configured model kind to the training views.
+
+python stages/train.py --split data/split --out models --live metrics/train
+
+Writes ``<out>/model.pt`` (weights and the config that built them) and the DVCLive logs
+in ``<live>``; both appear only when training finishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from dvclive import Live
+
+from nerf.config import load_params
+from nerf.errors import run_stage
+from nerf.io import atomic_dir
+from nerf.models import build_model
+from nerf.training import pick_device, save_checkpoint, train
+from nerf.views import load_views
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", type=Path, required=True, help="split folder (train.npz, test.npz)")
+    parser.add_argument("--out", type=Path, required=True, help="model folder to write")
+    parser.add_argument("--live", type=Path, required=True, help="DVCLive log folder to write")
+    args = parser.parse_args()
+
+    params = load_params("params.yaml")
+    train_views = load_views(args.split / "train.npz")
+    test_views = load_views(args.split / "test.npz")
+    device = pick_device(params.train.device)
+    torch.manual_seed(params.train.seed)
+    model = build_model(
+        params.model, params.data.near, params.data.far, torch.from_numpy(train_views.background)
+    ).to(device)
+    held_out = test_views.subset(range(min(params.train.eval_views, test_views.n_views)))
+    print(f"train: {params.model.kind} on {device}, {train_views.n_views} views of "
+          f"{train_views.width}x{train_views.height}, {params.train.steps} steps")
+
+    with atomic_dir(args.live) as live_dir, atomic_dir(args.out) as out_dir:
+        with Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+            summary = train(model, train_views, held_out, params.train, device, live, params.render.chunk)
+            live.summary["train/steps_per_second"] = summary.steps / summary.seconds
+        save_checkpoint(out_dir / "model.pt", model, params.model, {"train_summary": summary._asdict()})
+    eval_text = f", held-out PSNR {summary.eval_psnr:.2f} dB" if summary.eval_psnr is not None else ""
+    print(f"train: {summary.steps} steps in {summary.seconds:.1f} s "
+          f"({summary.steps / summary.seconds:.2f} steps/s), train PSNR {summary.train_psnr:.2f} dB{eval_text}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,113 @@
+"""Shared fixtures: small data sets built from the real lego data, params files, stage runs."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+LEGO = SHARED_DATA / "nerf_synthetic" / "lego"
+sys.path.insert(0, str(REPO))  # the nerf package, also when pytest runs from elsewhere
+
+
+def shared_path(rel: str) -> Path:
+    """A file under /work/shared/data; skips the test where it is absent."""
+    path = SHARED_DATA / rel
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lego_frames() -> tuple[float, list[tuple[list, Image.Image]]]:
+    """camera_angle_x and (transform_matrix, RGBA image downscaled to 40x40) of 3 real frames."""
+    meta = json.loads(shared_path("nerf_synthetic/lego/transforms_train.json").read_text())
+    frames = []
+    for frame in meta["frames"][:3]:
+        with Image.open(LEGO / f"{frame['file_path']}.png") as im:
+            small = im.convert("RGBA").resize((40, 40), Image.BOX)
+            frames.append((frame["transform_matrix"], small))
+    return meta["camera_angle_x"], frames
+
+
+@pytest.fixture
+def make_blender(lego_frames):
+    """Builds a small Blender folder: ``layout`` maps a subset to frame indices (0..2)."""
+    angle, frames = lego_frames
+
+    def make(folder: Path, layout: dict[str, list[int]] | None = None) -> Path:
+        layout = layout or {"train": [0, 1], "test": [2]}
+        for subset, indices in layout.items():
+            (folder / subset).mkdir(parents=True, exist_ok=True)
+            entries = []
+            for i in indices:
+                matrix, image = frames[i]
+                image.save(folder / subset / f"r_{i}.png")
+                entries.append({"file_path": f"./{subset}/r_{i}", "transform_matrix": matrix})
+            meta = {"camera_angle_x": angle, "frames": entries}
+            (folder / f"transforms_{subset}.json").write_text(json.dumps(meta))
+        return folder
+
+    return make
+
+
+def write_npz(path: Path, n: int = 4, h: int = 6, w: int = 8, **arrays) -> Path:
+    """A small synthetic tiny-NeRF npz; ``arrays`` replace its arrays (None drops one)."""
+    rng = np.random.default_rng(0)
+    data = {
+        "images": rng.random((n, h, w, 3), dtype=np.float32),
+        "poses": np.tile(np.eye(4, dtype=np.float32), (n, 1, 1)),
+        "focal": np.float64(10.0),
+    }
+    data.update(arrays)
+    np.savez(path, **{k: v for k, v in data.items() if v is not None})
+    return path
+
+
+def write_params(folder: Path, **sections: dict) -> Path:
+    """A complete params.yaml in ``folder``: the defaults with ``sections`` merged in."""
+    from nerf.config import Params, to_dict
+
+    params = to_dict(Params())
+    for name, values in sections.items():
+        params[name].update(values)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Runs ``stages/<name>`` as the pipeline does, in ``cwd``."""
+    cmd = [sys.executable, str(REPO / "stages" / name), *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving ``(folder, base_url)``'s folder."""
+    folder = tmp_path / "www"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()

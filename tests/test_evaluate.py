@@ -1,0 +1,129 @@
+"""The evaluate stage end to end, as a subprocess in a temporary folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from nerf.config import Params, to_dict
+from nerf.images import read_png, view_filename, write_png
+from nerf.metrics import psnr, ssim
+from nerf.views import Views, save_views
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ("test/r_0", "test/r_5", "val/r_7")
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path) -> Path:
+    """tmp_path with params.yaml, data/split/test.npz (3 views, 16x20) and noisy renders."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(to_dict(Params())))
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 16, 20, 3)).astype(np.float32)
+    poses = np.tile(np.eye(4, dtype=np.float32), (3, 1, 1))
+    save_views(tmp_path / "data/split/test.npz",
+               Views(images, poses, 20.0, NAMES, np.zeros(3, np.float32)))
+    for i, (image, sd) in enumerate(zip(images, (0.02, 0.05, 0.1))):
+        write_png(tmp_path / "renders/rgb" / view_filename(i, NAMES[i]),
+                  image + sd * rng.standard_normal(image.shape).astype(np.float32))
+    return tmp_path
+
+
+def run_evaluate(cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages/evaluate.py"), "--test", "data/split/test.npz",
+         "--renders", "renders", "--metrics", "metrics/eval.json",
+         "--per-view", "metrics/per_view.csv", "--plot", "metrics/per_view_psnr.png"],
+        cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        timeout=120,
+    )
+
+
+def test_evaluate_writes_metrics_csv_and_plot(workdir: Path) -> None:
+    result = run_evaluate(workdir)
+    assert result.returncode == 0, result.stderr
+    assert "PSNR" in result.stdout
+
+    from nerf.views import load_views
+
+    truth = torch.from_numpy(load_views(workdir / "data/split/test.npz").images)
+    pred = torch.from_numpy(np.stack([
+        read_png(workdir / "renders/rgb" / view_filename(i, n)) for i, n in enumerate(NAMES)
+    ]))
+    # Direct computation: per-view MSE -> dB, arithmetic mean of dB values.
+    mse = ((pred.double() - truth.double()) ** 2).mean(dim=(1, 2, 3)).numpy()
+    want_psnr = -10 * np.log10(mse)
+    want_ssim = ssim(pred, truth).numpy()
+    assert np.allclose(psnr(pred, truth).numpy(), want_psnr)
+    assert want_psnr[0] > want_psnr[1] > want_psnr[2]  # noise levels 0.02 < 0.05 < 0.1
+
+    summary = json.loads((workdir / "metrics/eval.json").read_text())
+    assert summary["n_views"] == 3
+    assert summary["psnr"] == pytest.approx(want_psnr.mean(), abs=1e-4)
+    assert summary["ssim"] == pytest.approx(want_ssim.mean(), abs=1e-5)
+    assert summary["psnr_min"] == pytest.approx(want_psnr.min(), abs=1e-4)
+    assert summary["psnr_max"] == pytest.approx(want_psnr.max(), abs=1e-4)
+
+    with open(workdir / "metrics/per_view.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["view"] for r in rows] == ["0", "1", "2"]
+    assert [r["name"] for r in rows] == list(NAMES)
+    assert [float(r["psnr"]) for r in rows] == pytest.approx(want_psnr.tolist(), abs=1e-4)
+    assert [float(r["ssim"]) for r in rows] == pytest.approx(want_ssim.tolist(), abs=1e-5)
+
+    plot = workdir / "metrics/per_view_psnr.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in (workdir / "metrics").iterdir() if p.name.startswith(".")]
+
+
+def test_missing_render_fails_and_keeps_old_metrics(workdir: Path) -> None:
+    old = '{"psnr": 1.0}\n'
+    (workdir / "metrics").mkdir()
+    (workdir / "metrics/eval.json").write_text(old)
+    missing = workdir / "renders/rgb" / view_filename(1, NAMES[1])
+    missing.unlink()
+
+    result = run_evaluate(workdir)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "001_test_r_5.png" in lines[0] and "render stage" in lines[0]
+    assert (workdir / "metrics/eval.json").read_text() == old
+    assert sorted(p.name for p in (workdir / "metrics").iterdir()) == ["eval.json"]
+
+
+def test_render_of_wrong_size_fails(workdir: Path) -> None:
+    write_png(workdir / "renders/rgb" / view_filename(2, NAMES[2]), np.zeros((8, 10, 3)))
+    result = run_evaluate(workdir)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "002_val_r_7.png" in result.stderr
+    assert "10x8" in result.stderr and "20x16" in result.stderr
+    assert not (workdir / "metrics").exists()
+
+
+def test_perfect_renders_give_inf_psnr_as_valid_json(workdir: Path) -> None:
+    from nerf.views import load_views
+
+    for i, image in enumerate(load_views(workdir / "data/split/test.npz").images):
+        write_png(workdir / "renders/rgb" / view_filename(i, NAMES[i]), image)
+    # Truth must equal the 8-bit PNG exactly for an infinite PSNR: quantize the truth too.
+    views = load_views(workdir / "data/split/test.npz")
+    quantized = np.stack([read_png(workdir / "renders/rgb" / view_filename(i, n))
+                          for i, n in enumerate(NAMES)])
+    save_views(workdir / "data/split/test.npz", Views(quantized, views.poses, views.focal,
+                                                      views.names, views.background))
+    result = run_evaluate(workdir)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((workdir / "metrics/eval.json").read_text())
+    assert summary["psnr"] == "inf" and math.isinf(float(summary["psnr"]))
+    assert summary["ssim"] == pytest.approx(1.0)

@@ -1,0 +1,79 @@
+"""PNG io, file names, colormaps and comparison strips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nerf.errors import DataError
+from nerf.images import colorize, read_png, side_by_side, to_uint8, view_filename, write_png
+
+
+def test_view_filename() -> None:
+    assert view_filename(3, "train/r_12") == "003_train_r_12.png"
+    assert view_filename(120, "r_0") == "120_r_0.png"
+    with pytest.raises(ValueError):
+        view_filename(-1, "x")
+
+
+def test_to_uint8_rounds_and_clips() -> None:
+    values = np.array([-0.5, 0.0, 0.5 / 255, 0.49 / 255, 1.51 / 255, 0.5, 1.0, 2.0, np.nan])
+    assert to_uint8(values).tolist() == [0, 0, 0, 0, 2, 128, 255, 255, 0]
+    assert to_uint8(values).dtype == np.uint8
+
+
+def test_png_round_trip_float_uint8_and_grey(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((5, 7, 3)).astype(np.float32)
+    write_png(tmp_path / "a.png", image)
+    back = read_png(tmp_path / "a.png")
+    assert back.shape == (5, 7, 3) and back.dtype == np.float32
+    np.testing.assert_array_equal(to_uint8(back), to_uint8(image))
+    assert np.abs(back - image).max() <= 0.5 / 255 + 1e-6
+
+    raw = (rng.random((4, 6, 3)) * 255).astype(np.uint8)
+    write_png(tmp_path / "sub" / "b.png", raw)
+    np.testing.assert_array_equal(to_uint8(read_png(tmp_path / "sub" / "b.png")), raw)
+
+    write_png(tmp_path / "g.png", np.full((3, 4), 1.0))
+    np.testing.assert_array_equal(read_png(tmp_path / "g.png"), np.ones((3, 4, 3), np.float32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "g.png", "sub"]  # no temp files
+
+
+def test_read_png_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="missing.png: file not found"):
+        read_png(tmp_path / "missing.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="bad.png"):
+        read_png(tmp_path / "bad.png")
+
+
+def test_colorize_uses_the_colormap_ends() -> None:
+    import matplotlib
+
+    out = colorize(np.array([[2.0, 6.0, 10.0]]), 2.0, 6.0, "viridis")
+    assert out.shape == (1, 3, 3) and out.dtype == np.float32
+    cmap = matplotlib.colormaps["viridis"]
+    np.testing.assert_allclose(out[0, 0], cmap(0.0)[:3], atol=1e-6)
+    np.testing.assert_allclose(out[0, 1], cmap(1.0)[:3], atol=1e-6)
+    np.testing.assert_allclose(out[0, 2], out[0, 1])  # clipped
+
+
+def test_side_by_side_layout() -> None:
+    rng = np.random.default_rng(2)
+    truth = rng.random((6, 5, 3)).astype(np.float32)
+    pred = truth.copy()
+    pred[:, :2] = np.clip(pred[:, :2] + 0.5, 0, 1)
+    out = side_by_side(truth, pred, gap=2)
+    assert out.shape == (6, 3 * 5 + 2 * 2, 3)
+    np.testing.assert_array_equal(out[:, :5], truth)
+    np.testing.assert_array_equal(out[:, 5:7], 1.0)
+    np.testing.assert_array_equal(out[:, 7:12], pred)
+    np.testing.assert_array_equal(out[:, 12:14], 1.0)
+    error = out[:, 14:]
+    np.testing.assert_allclose(error[:, 2:], colorize(np.zeros((6, 3)), 0, 0.25, "inferno"))
+    assert (error[:, :2].sum(-1) > error[:, 2:].sum(-1).max()).all()  # errors are brighter
+    with pytest.raises(ValueError):
+        side_by_side(truth, pred[:, :4])

@@ -1,0 +1,155 @@
+"""The split stage: strategies, manifest, resizing, compositing, determinism, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import run_script, write_params
+
+from nerf.config import DataConfig, SplitConfig
+from nerf.download import download
+from nerf.errors import ConfigError
+from nerf.scene import Scene
+from nerf.split import resize, split, split_indices, split_scene
+from nerf.views import load_views
+
+
+def make_scene(n: int = 10, h: int = 4, w: int = 6, channels: int = 3, subsets=None) -> Scene:
+    rng = np.random.default_rng(1)
+    poses = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
+    poses[:, 0, 3] = np.arange(n)
+    return Scene(rng.random((n, h, w, channels), dtype=np.float32), poses, 5.0,
+                 tuple(f"view_{i:03d}" for i in range(n)), tuple(subsets or [""] * n))
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    """The download stage's output for the shipped sample (80 views of 100x100)."""
+    path = tmp_path_factory.mktemp("data") / "raw"
+    download(DataConfig(), path)
+    return path
+
+
+@pytest.mark.parametrize(("config", "test"), [
+    (SplitConfig(strategy="tail", test_fraction=0.2), [8, 9]),
+    (SplitConfig(strategy="tail", test_fraction=0.01), [9]),
+    (SplitConfig(strategy="tail", test_fraction=0.99), list(range(1, 10))),
+    (SplitConfig(strategy="every_nth", every_nth=3), [0, 3, 6, 9]),
+])
+def test_fixed_strategies(config, test):
+    train_idx, test_idx = split_indices(make_scene(), config)
+    assert test_idx.tolist() == test
+    assert train_idx.tolist() == [i for i in range(10) if i not in test]
+
+
+def test_random_strategy_is_seeded():
+    scene = make_scene(n=50)
+    config = SplitConfig(strategy="random", test_fraction=0.3, seed=7)
+    train, test = split_indices(scene, config)
+    assert len(test) == 15 and len(train) == 35 and np.all(np.diff(test) > 0)
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(50))
+    assert split_indices(scene, config)[1].tolist() == test.tolist()
+    other = split_indices(scene, dataclasses.replace(config, seed=8))[1]
+    assert other.tolist() != test.tolist()
+
+
+def test_official_strategy():
+    subsets = ["train", "train", "val", "test", "train", "test"]
+    scene = make_scene(n=6, subsets=subsets)
+    train, test = split_indices(scene, SplitConfig(strategy="official"))
+    assert train.tolist() == [0, 1, 4] and test.tolist() == [3, 5]
+    with pytest.raises(ConfigError, match="official .* from transforms_train.json, transforms_val"):
+        scene = make_scene(n=3, subsets=["train", "val", "train"])
+        split_indices(scene, SplitConfig(strategy="official"))
+    with pytest.raises(ConfigError, match="split.strategy official .* npz"):
+        split_indices(make_scene(), SplitConfig(strategy="official"))
+
+
+def test_resize_is_a_block_mean():
+    images = make_scene(n=2, h=6, w=9).images
+    out = resize(images, 3)
+    block = images.reshape(2, 2, 3, 3, 3, 3).mean(axis=(2, 4))
+    assert out.shape == (2, 2, 3, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, block, atol=1e-6)
+    assert resize(images, 4).shape == (2, 3, 4, 3)  # height by aspect ratio: 6 * 4/9 -> 3
+    with pytest.raises(ConfigError, match="split.image_size 10 exceeds"):
+        resize(images, 10)
+
+
+def test_resize_scales_focal():
+    train, test, manifest = split_scene(make_scene(h=8, w=12), SplitConfig(image_size=3))
+    assert (train.width, train.height) == (3, 2) and train.focal == test.focal == 5.0 / 4
+    assert manifest["image_size"] == {"width": 3, "height": 2} and manifest["focal"] == 1.25
+
+
+@pytest.mark.parametrize(("background", "expected"), [
+    ("black", [0.2, 0.1, 0.05]), ("white", [0.95, 0.85, 0.8]),
+])
+def test_background_compositing(background, expected):
+    scene = make_scene(n=2, h=1, w=1, channels=4)
+    scene.images[:] = [0.8, 0.4, 0.2, 0.25]
+    train, test, manifest = split_scene(scene, SplitConfig(background=background))
+    np.testing.assert_allclose(test.images[0, 0, 0], expected, atol=1e-6)
+    assert train.images.shape == (1, 1, 1, 3) and manifest["background"] == background
+    assert train.background.tolist() == ([1.0] * 3 if background == "white" else [0.0] * 3)
+
+
+def test_rgb_source_keeps_black(capsys):
+    scene = make_scene()
+    train, _, manifest = split_scene(scene, SplitConfig(background="white"))
+    np.testing.assert_array_equal(train.images, scene.images[:8])
+    assert train.background.tolist() == [0, 0, 0] and manifest["background"] == "black"
+    assert "note: split.background is white" in capsys.readouterr().err
+
+
+def test_split_outputs_and_manifest(raw, tmp_path):
+    config = SplitConfig(strategy="every_nth", every_nth=8, image_size=50)
+    manifest = split(raw, tmp_path / "split", config)
+    assert sorted(p.name for p in (tmp_path / "split").iterdir()) == [
+        "manifest.json", "test.npz", "train.npz"]
+    assert json.loads((tmp_path / "split" / "manifest.json").read_text()) == manifest
+    train, test = (load_views(tmp_path / "split" / f"{s}.npz") for s in ("train", "test"))
+    assert (train.n_views, test.n_views) == (70, 10) and train.images.shape[1:] == (50, 50, 3)
+    assert train.focal == pytest.approx(138.8888789 / 2)
+    assert manifest["params"] == dataclasses.asdict(config) and manifest["strategy"] == "every_nth"
+    assert manifest["test"]["indices"] == list(range(0, 80, 8))
+    assert manifest["test"]["names"] == list(test.names)
+    assert list(test.names) == [f"view_{i:03d}" for i in range(0, 80, 8)]
+    assert manifest["train"]["names"] == list(train.names)
+    assert len(set(train.names) | set(test.names)) == 80
+
+
+def test_split_is_deterministic(raw, tmp_path):
+    config = SplitConfig(strategy="random", image_size=40, seed=3)
+    split(raw, tmp_path / "a", config)
+    split(raw, tmp_path / "b", config)
+    for name in ("train.npz", "test.npz"):
+        with zipfile.ZipFile(tmp_path / "a" / name) as a, \
+                zipfile.ZipFile(tmp_path / "b" / name) as b:
+            assert a.namelist() == b.namelist()
+            assert all(a.read(n) == b.read(n) for n in a.namelist())
+    manifest = (tmp_path / "a" / "manifest.json").read_text()
+    assert manifest == (tmp_path / "b" / "manifest.json").read_text()
+
+
+def test_stage_script_error_keeps_old_output(raw, tmp_path):
+    out = tmp_path / "data" / "split"
+    out.mkdir(parents=True)
+    (out / "marker.txt").write_text("old")
+    write_params(tmp_path, split={"strategy": "official"})
+    result = run_script("split.py", "--raw", str(raw), "--out", "data/split", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "split.strategy official" in lines[0]
+    assert [p.name for p in out.iterdir()] == ["marker.txt"]
+    assert len(list(out.parent.iterdir())) == 1  # no temporary leftovers
+    write_params(tmp_path, split={"image_size": 20})
+    result = run_script("split.py", "--raw", str(raw), "--out", "data/split", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "64 train / 16 test views of 20x20" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "test.npz", "train.npz"]
