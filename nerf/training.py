@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -92,12 +93,14 @@ def train(
     chunk: int = 4096,
     log_every: int = 10,
     progress: bool = True,
+    on_step: Callable[[int, float], bool] | None = None,
 ) -> TrainSummary:
     """Fits ``model`` (already on ``device``) to ``train_views``.
 
     Every ``log_every`` steps the mean loss and train PSNR since the last log go to
     ``live`` (a ``dvclive.Live``); every ``config.eval_every`` steps and at the end, the PSNR
-    on ``eval_views``. The random stream is ``config.seed``'s.
+    on ``eval_views``. The random stream is ``config.seed``'s. ``on_step(step, seconds)``, if
+    given, runs after every step (its time is not counted) and stops training by returning True.
     """
     generator = torch.Generator(device=device).manual_seed(config.seed)
     data = training_rays(train_views, device)
@@ -158,8 +161,10 @@ def train(
                 live.log_metric("eval/psnr", eval_psnr)
         if live is not None and (step % log_every == 0 or step == config.steps):
             live.next_step()
+        if on_step is not None and on_step(step, seconds):
+            break
     bar.close()
-    return TrainSummary(config.steps, seconds, last_loss, float(mse_to_psnr(torch.tensor(last_loss))), eval_psnr)
+    return TrainSummary(step, seconds, last_loss, float(mse_to_psnr(torch.tensor(last_loss))), eval_psnr)
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -1,0 +1,64 @@
+"""Shared by the bench scripts: data, model configs and devices (not a test)."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from pathlib import Path
+
+import torch
+
+from nerf.config import ModelConfig, Params, SplitConfig, load_params
+from nerf.models import Model, build_model
+from nerf.scene import load_scene
+from nerf.split import split_scene
+from nerf.views import Views
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_split(source: str, split: SplitConfig) -> tuple[Views, Views]:
+    """Train and test views of ``source`` ("sample" or a path), split as the pipeline does."""
+    path = REPO / "assets" / "tiny_lego.npz" if source == "sample" else Path(source)
+    train, test, _ = split_scene(load_scene(path), split)
+    return train, test
+
+
+def params_with(path: Path, kind: str) -> Params:
+    params = load_params(path)
+    return dataclasses.replace(params, model=dataclasses.replace(params.model, kind=kind))
+
+
+def make_model(config: ModelConfig, params: Params, views: Views, device: torch.device, seed: int) -> Model:
+    torch.manual_seed(seed)
+    background = torch.from_numpy(views.background)
+    return build_model(config, params.data.near, params.data.far, background).to(device)
+
+
+def devices(requested: list[str]) -> list[torch.device]:
+    found = []
+    for name in requested:
+        if name == "cuda" and not torch.cuda.is_available():
+            print("bench: no CUDA device here; skipping cuda")
+            continue
+        found.append(torch.device(name))
+    return found
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+class SampleCounter:
+    """Counts points evaluated by a model's fields (forward hooks; no library change)."""
+
+    def __init__(self, model: Model) -> None:
+        self.count = 0
+        fields = [m for name, m in model.named_modules() if name in ("field", "coarse", "fine")]
+        for field in fields:
+            field.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output) -> None:
+        self.count += int(inputs[0].shape[0])

@@ -1,0 +1,97 @@
+"""Quality against time: mean held-out PSNR at fixed training wall-clock points, per kind.
+
+python bench/quality.py [--kinds fast nerf seed] [--times 5 10 30 60 120] [--devices cpu]
+
+Trains each kind with the pipeline's own loop and params.yaml's configs on the embedded
+sample split; whenever training time (evaluation excluded) passes a time point, renders
+the held-out views and records their mean PSNR. Writes bench/results/quality.csv and
+bench/results/quality.png (PSNR against seconds, one line per kind and device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from bench.common import REPO, devices, load_split, machine, make_model, params_with
+from nerf.training import evaluate_views, train
+
+
+def curve(kind: str, device: torch.device, times: list[float], params_path: Path, steps: int | None,
+          eval_views: int | None) -> list[dict]:
+    params = params_with(params_path, kind)
+    train_views, test_views = load_split(params.data.source, params.split)
+    if eval_views is not None:
+        test_views = test_views.subset(range(min(eval_views, test_views.n_views)))
+    model = make_model(params.model, params, train_views, device, params.train.seed)
+    pending = sorted(times)
+    rows: list[dict] = []
+
+    def record(step: int, seconds: float) -> None:
+        psnr = evaluate_views(model, test_views, params.render.chunk, device)
+        rows.append({"kind": kind, "device": machine(device), "time_point_s": pending[0],
+                     "seconds": round(seconds, 2), "step": step, "psnr": round(psnr, 3)})
+        print(f"{kind} on {device}: {psnr:.2f} dB at {seconds:.1f} s (step {step})", flush=True)
+        pending.pop(0)
+
+    def on_step(step: int, seconds: float) -> bool:
+        while pending and seconds >= pending[0]:
+            record(step, seconds)
+        return not pending
+
+    config = dataclasses.replace(params.train, steps=steps or params.train.steps, eval_every=10**9)
+    summary = train(model, train_views, None, config, device, progress=False, on_step=on_step)
+    while pending:  # training ended before the last time point: its final model counts
+        record(summary.steps, summary.seconds)
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key in dict.fromkeys((r["kind"], r["device"]) for r in rows):
+        points = [r for r in rows if (r["kind"], r["device"]) == key]
+        ax.plot([r["seconds"] for r in points], [r["psnr"] for r in points], marker="o", label=f"{key[0]} ({key[1]})")
+    ax.set_xscale("log")
+    ax.set_xlabel("training seconds (evaluation excluded)")
+    ax.set_ylabel("mean held-out PSNR (dB)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kinds", nargs="+", default=["fast", "nerf", "seed"])
+    parser.add_argument("--devices", nargs="+", default=["cpu"])
+    parser.add_argument("--times", nargs="+", type=float, default=[5, 10, 30, 60, 120])
+    parser.add_argument("--steps", type=int, default=None, help="schedule length (default: train.steps)")
+    parser.add_argument("--eval-views", type=int, default=None, help="held-out views used (default: all)")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "quality")
+    args = parser.parse_args()
+    rows = []
+    for device in devices(args.devices):
+        for kind in args.kinds:
+            rows += curve(kind, device, args.times, args.params, args.steps, args.eval_views)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, args.out.with_suffix(".png"))
+    print(f"wrote {args.out.with_suffix('.csv')} and {args.out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The real pipeline, run by DVC in a temporary git copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Small enough for seconds on a laptop CPU, real enough to exercise every stage.
+SMALL = {
+    "split.image_size": 40,
+    "train.steps": 30,
+    "train.eval_every": 15,
+    "train.eval_views": 1,
+    "model.fast.levels": 4,
+    "model.fast.log2_table_size": 12,
+    "model.fast.max_resolution": 64,
+    "model.fast.grid_resolution": 32,
+    "model.fast.steps_per_diagonal": 64,
+    "model.fast.samples_per_batch": 8192,
+    "model.nerf.width": 32,
+    "model.nerf.depth": 2,
+    "model.nerf.skip": 1,
+    "model.nerf.coarse_samples": 16,
+    "model.nerf.fine_samples": 16,
+    "model.nerf.rays_per_batch": 256,
+}
+
+
+def run(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def set_params(path: Path, values: dict) -> None:
+    params = yaml.safe_load(path.read_text())
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = params
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    """A git repository holding the committed-or-not files of this one (not its outputs)."""
+    files = run("git", "ls-files", "--cached", "--others", "--exclude-standard", cwd=REPO).stdout.split()
+    dest = tmp_path / "repo"
+    for name in files:
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    for stale in ("dvc.lock", "metrics"):
+        target = dest / stale
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    set_params(dest / "params.yaml", SMALL)
+    run("git", "init", "-q", cwd=dest)
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=dest)
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=dest)
+    return dest
+
+
+def psnrs_in(exp_show: list) -> list[float]:
+    """Every metrics/eval.json psnr in ``dvc exp show --json`` output."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            data = node.get("metrics/eval.json", {})
+            if isinstance(data, dict) and isinstance(data.get("data"), dict) and "psnr" in data["data"]:
+                found.append(data["data"]["psnr"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(exp_show)
+    return found
+
+
+def test_repro_then_experiment_then_show(repo_copy):
+    run("dvc", "repro", cwd=repo_copy)
+    metrics = json.loads((repo_copy / "metrics/eval.json").read_text())
+    assert metrics["n_views"] == 16 and 0 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
+    for kind in ("rgb", "compare", "depth", "opacity"):
+        assert len(list((repo_copy / "renders" / kind).glob("*.png"))) == 16
+    assert (repo_copy / "models/model.pt").is_file()
+    assert (repo_copy / "metrics/train/metrics.json").is_file()
+    assert "up to date" in run("dvc", "status", cwd=repo_copy).stdout
+
+    # dvc metrics / plots work on what the pipeline wrote.
+    shown = run("dvc", "metrics", "show", "--json", cwd=repo_copy).stdout
+    assert "psnr" in shown
+    run("dvc", "plots", "show", "-o", "plots_html", cwd=repo_copy)
+    assert (repo_copy / "plots_html" / "index.html").is_file()
+
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=repo_copy)
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline", cwd=repo_copy)
+    run("dvc", "exp", "run", "-S", "model.kind=nerf", "-S", "train.steps=20", cwd=repo_copy)
+    table = json.loads(run("dvc", "exp", "show", "--json", cwd=repo_copy).stdout)
+    values = psnrs_in(table)
+    assert len(values) >= 2, table
+    assert all(isinstance(v, float) for v in values)
+    diff = run("dvc", "metrics", "diff", "--json", cwd=repo_copy).stdout
+    assert "psnr" in diff
+
+
+def test_bad_param_fails_cleanly_and_keeps_outputs(repo_copy):
+    run("dvc", "repro", "split", cwd=repo_copy)
+    manifest = (repo_copy / "data/split/manifest.json").read_text()
+    set_params(repo_copy / "params.yaml", {"split.test_fraction": 1.5})
+    result = run("dvc", "repro", "split", cwd=repo_copy, check=False)
+    assert result.returncode != 0
+    assert "split.test_fraction must be < 1" in result.stderr + result.stdout
+    assert (repo_copy / "data/split/manifest.json").read_text() == manifest
