@@ -187,8 +187,13 @@ class EvalConfig:
     ssim_sigma: float = _range(1.5, gt=0.0)
 
     def __post_init__(self) -> None:
-        if self.ssim_kernel % 2 == 0:
-            raise ConfigError(f"eval.ssim_kernel must be odd, got {self.ssim_kernel}")
+        # torchmetrics derives its Gaussian window from sigma alone: 2 * int(3.5 sigma + 0.5) + 1.
+        window = 2 * int(3.5 * self.ssim_sigma + 0.5) + 1
+        if self.ssim_kernel != window:
+            raise ConfigError(
+                f"eval.ssim_kernel={self.ssim_kernel} does not match eval.ssim_sigma={self.ssim_sigma}: "
+                f"the Gaussian SSIM window for that sigma is {window} pixels"
+            )
 
 
 @dataclass(frozen=True)

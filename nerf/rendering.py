@@ -54,7 +54,7 @@ def weights_packed(sigmas: Tensor, deltas: Tensor, ray_indices: Tensor, n_rays: 
     tau = sigmas * deltas
     # Segmented exclusive cumsum: the global exclusive cumsum minus its value at the ray's
     # first sample; float64 keeps that difference of large sums exact.
-    tau64 = tau.double()
+    tau64 = tau.double() if tau.device.type != "mps" else tau  # MPS has no float64
     exclusive = torch.cumsum(tau64, dim=0) - tau64
     counts = torch.bincount(ray_indices, minlength=n_rays)
     first = torch.cumsum(counts, dim=0) - counts  # index of each ray's first sample

@@ -120,7 +120,7 @@ def train(
     for step in bar:
         started = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step - 1, config.steps, lr0, lr_final)
+            group["lr"] = learning_rate(step - 1, config.steps - 1, lr0, lr_final)
         model.before_step(step - 1, generator)
         n_rays = model.rays_per_batch()
         if n_rays is None:  # one whole random image

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from nerf.config import load_params
-from nerf.errors import ConfigError, DataError, run_stage
+from nerf.errors import DataError, run_stage
 from nerf.images import read_png, view_filename
 from nerf.io import atomic_file, write_json
-from nerf.metrics import gaussian_window_size, psnr, ssim
+from nerf.metrics import psnr, ssim
 from nerf.views import load_views
 
 
@@ -62,12 +62,6 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = load_params("params.yaml").eval
-    if cfg.ssim_kernel != gaussian_window_size(cfg.ssim_sigma):
-        raise ConfigError(
-            f"params.yaml: eval.ssim_kernel={cfg.ssim_kernel} does not match eval.ssim_sigma="
-            f"{cfg.ssim_sigma}: the Gaussian SSIM window for that sigma is "
-            f"{gaussian_window_size(cfg.ssim_sigma)} pixels"
-        )
     views = load_views(args.test)
     if views.n_views == 0:
         raise DataError(f"{args.test}: no test views to evaluate")

@@ -60,6 +60,7 @@ def test_round_trip_of_defaults(tmp_path):
         (lambda p: p["model"].update(kind="mlp"), "model.kind", "one of"),
         (lambda p: p["model"].update(fast=3), "model.fast", "a mapping"),
         (lambda p: p["eval"].update(ssim_sigma=float("nan")), "eval.ssim_sigma", "finite"),
+        (lambda p: p["eval"].update(ssim_kernel=7), "eval.ssim_kernel", "window for that sigma is 11"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, edit, key, expected):

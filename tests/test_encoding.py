@@ -1,0 +1,185 @@
+"""Encodings: Fourier layout, spherical-harmonic orthonormality, and the hash grid against a
+direct per-point implementation and exact trilinear interpolation (grid_sample)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nerf.encoding import HashGrid, fourier_dim, fourier_encode, spherical_harmonics
+
+# --------------------------------------------------------------------------- Fourier
+
+
+def test_fourier_hand_case_layout_and_scale() -> None:
+    x = torch.tensor([[0.5, -1.0]])
+    out = fourier_encode(x, 2, scale=math.pi)
+    # [x, sin(pi x), cos(pi x), sin(2 pi x), cos(2 pi x)], each block 2 wide.
+    expected = [0.5, -1.0, 1.0, 0.0, 0.0, -1.0, 0.0, 0.0, -1.0, 1.0]
+    assert out.shape == (1, fourier_dim(2, 2)) == (1, 10)
+    assert out[0].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_fourier_dimension_default_scale_and_leading_dims() -> None:
+    x = torch.rand(4, 5, 3)
+    out = fourier_encode(x, 3)
+    assert out.shape == (4, 5, 3 * 7) and fourier_dim(3, 3) == 21
+    assert torch.equal(out[..., :3], x)
+    for k in range(3):  # scale 1: frequencies 1, 2, 4
+        assert torch.allclose(out[..., 3 + 6 * k : 6 + 6 * k], torch.sin(2.0**k * x))
+        assert torch.allclose(out[..., 6 + 6 * k : 9 + 6 * k], torch.cos(2.0**k * x))
+    assert torch.equal(fourier_encode(x, 0), x)
+    assert fourier_dim(3, 0) == 3
+
+
+# --------------------------------------------------------------------------- spherical harmonics
+
+
+def _unit_vectors(n: int, seed: int) -> torch.Tensor:
+    v = torch.randn(n, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return v / v.norm(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3, 4])
+def test_spherical_harmonics_degree_gives_degree_squared_outputs(degree: int) -> None:
+    assert spherical_harmonics(_unit_vectors(5, 0), degree).shape == (5, degree**2)
+
+
+def test_spherical_harmonics_are_orthonormal_on_the_sphere() -> None:
+    n = 400_000
+    y = spherical_harmonics(_unit_vectors(n, 1), 4)  # (n, 16)
+    # Entries of 4 pi Y Y^T averaged over the samples, and their second moments.
+    gram = 4 * math.pi * (y.T @ y) / n
+    second = (4 * math.pi) ** 2 * ((y * y).T @ (y * y)) / n
+    # Each entry's Monte Carlo standard error, measured from the same samples: at most ~0.002
+    # (4 pi Y_i Y_j has sd <= ~1.4 over the sphere, / sqrt(4e5)); the worst of the 256 entries
+    # sits at ~3 se, so 6 se bounds the sampling noise. A wrong constant is far outside it:
+    # a 5% slip in one coefficient moves its diagonal entry by ~0.1 (~50 se).
+    se = (second - gram**2).clamp(min=0).sqrt() / math.sqrt(n)
+    assert float(se.max()) < 0.005
+    assert torch.all((gram - torch.eye(16, dtype=gram.dtype)).abs() <= 6 * se + 1e-9)
+
+
+def test_spherical_harmonics_values_on_the_z_axis() -> None:
+    y = spherical_harmonics(torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64), 4)[0]
+    # Only m = 0 terms survive: sqrt((2l + 1) / (4 pi)) for l = 0..3.
+    expected = torch.zeros(16, dtype=torch.float64)
+    for l, index in zip(range(4), [0, 2, 6, 12]):
+        expected[index] = math.sqrt((2 * l + 1) / (4 * math.pi))
+    assert torch.allclose(y, expected, atol=1e-7)
+
+
+# --------------------------------------------------------------------------- hash grid
+
+BOUND = 1.5
+RESOLUTIONS = [4, 8, 16, 32]  # base 4, max 32, 4 levels: growth 2
+TABLE = 2**10  # (4+1)^3 = 125 and (8+1)^3 = 729 fit (dense); 17^3 and 33^3 are hashed
+PRIMES = (1, 2654435761, 805459861)
+
+
+def make_grid() -> HashGrid:
+    torch.manual_seed(0)
+    grid = HashGrid(levels=4, features_per_level=2, log2_table_size=10, base_resolution=4,
+                    max_resolution=32, bound=BOUND)
+    with torch.no_grad():  # values of order 1, so that interpolation errors would show
+        grid.table.copy_(torch.randn(grid.table.shape, generator=torch.Generator().manual_seed(1)))
+    return grid
+
+
+def sample_points() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(2)
+    interior = (torch.rand(12, 3, generator=gen) * 2 - 1) * BOUND
+    special = torch.tensor([
+        [-BOUND, -BOUND, -BOUND],  # first vertex
+        [BOUND, BOUND, BOUND],  # last vertex (lower clamped to N - 1, frac 1)
+        [2.0, -3.0, 0.1],  # outside: clamped onto the cube
+        [0.0, 0.0, 0.0],  # a vertex of every level
+        [0.3, -1.2, 1.49],
+    ])
+    return torch.cat([interior, special])
+
+
+def reference_encoding(table: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per point, per level, per corner, in plain Python: features (n, 4 * 2) and, for the
+    loss sum(features), d loss / d table (the sum of the corner weights that use each row)."""
+    table64 = table.detach().double()
+    grad = torch.zeros_like(table64)
+    sizes = [min((r + 1) ** 3, TABLE) for r in RESOLUTIONS]
+    offsets = [sum(sizes[:k]) for k in range(len(sizes))]
+    assert sum(sizes) == table.shape[0]
+    out = torch.zeros(points.shape[0], 8, dtype=torch.float64)
+    for p, point in enumerate(points.double()):
+        for level, n_cells in enumerate(RESOLUTIONS):
+            unit = ((point + BOUND) / (2 * BOUND)).clamp(0, 1)
+            scaled = unit * n_cells
+            lower = [min(math.floor(float(s)), n_cells - 1) for s in scaled]
+            frac = [float(scaled[k]) - lower[k] for k in range(3)]
+            for dx in (0, 1):
+                for dy in (0, 1):
+                    for dz in (0, 1):
+                        x, y, z = lower[0] + dx, lower[1] + dy, lower[2] + dz
+                        if (n_cells + 1) ** 3 <= TABLE:
+                            index = x + y * (n_cells + 1) + z * (n_cells + 1) ** 2
+                        else:
+                            index = (x * PRIMES[0] ^ y * PRIMES[1] ^ z * PRIMES[2]) % TABLE
+                        weight = 1.0
+                        for k, d in enumerate((dx, dy, dz)):
+                            weight *= frac[k] if d else 1 - frac[k]
+                        row = offsets[level] + index
+                        out[p, 2 * level : 2 * level + 2] += weight * table64[row]
+                        grad[row] += weight
+    return out, grad
+
+
+def test_hash_grid_levels_and_table_layout() -> None:
+    grid = make_grid()
+    assert grid.resolutions.tolist() == RESOLUTIONS
+    assert grid.dense.tolist() == [True, True, False, False]
+    assert grid.table.shape == (125 + 729 + TABLE + TABLE, 2)
+    assert grid.out_dim == 8
+
+
+def test_hash_grid_matches_direct_per_point_implementation() -> None:
+    grid = make_grid()
+    points = sample_points()
+    expected, _ = reference_encoding(grid.table, points)
+    got = grid(points)
+    assert got.shape == (points.shape[0], 8)
+    # float32 module vs float64 reference on order-1 values: round-off ~1e-6.
+    assert torch.allclose(got.double(), expected, atol=2e-5)
+
+
+def test_hash_grid_dense_levels_are_exact_trilinear_interpolation() -> None:
+    grid = make_grid()
+    points = sample_points()[:-3]  # inside the cube (grid_sample does not clamp the same way)
+    got = grid(points)
+    start = 0
+    for level, n_cells in enumerate(RESOLUTIONS[:2]):
+        size = (n_cells + 1) ** 3
+        # Row x + y (N+1) + z (N+1)^2: x is fastest, so the (N+1)^3 block reshapes to
+        # [z, y, x, F]; grid_sample reads a (1, F, D=z, H=y, W=x) volume at (x, y, z) in [-1, 1].
+        volume = grid.table[start : start + size].detach().reshape(n_cells + 1, n_cells + 1, n_cells + 1, 2)
+        volume = volume.permute(3, 0, 1, 2)[None]
+        coords = (points / BOUND).reshape(1, -1, 1, 1, 3)
+        sampled = F.grid_sample(volume, coords, mode="bilinear", align_corners=True)  # (1, F, n, 1, 1)
+        expected = sampled[0, :, :, 0, 0].T
+        assert torch.allclose(got[:, 2 * level : 2 * level + 2], expected, atol=1e-5)
+        start += size
+
+
+def test_hash_grid_gradients_reach_only_the_rows_used() -> None:
+    grid = make_grid()
+    points = sample_points()
+    grid(points).sum().backward()
+    _, expected = reference_encoding(grid.table, points)
+    grad = grid.table.grad
+    assert grad is not None
+    # d sum / d row = the total corner weight on that row, for both features.
+    assert torch.allclose(grad.double(), expected, atol=1e-5)
+    used = expected[:, 0] > 0
+    assert torch.all(grad[~used] == 0)
+    assert torch.all(grad[used] != 0)
+    assert 0 < int(used.sum()) < grad.shape[0]

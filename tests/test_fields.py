@@ -1,0 +1,88 @@
+"""Radiance fields: shapes, ranges, and which of them let density depend on the view direction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nerf.encoding import HashGrid
+from nerf.fields import FastField, NerfField, SeedField, SkipMLP, trunc_exp
+
+
+def tiny_field(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if kind == "seed":
+        field = SeedField(frequencies=2, width=32, depth=3, skip=1)
+        with torch.no_grad():  # lift the density head off ReLU's zero so that sigma varies
+            field.head.bias[3] = 1.0
+        return field
+    if kind == "nerf":
+        return NerfField(pos_frequencies=3, dir_frequencies=2, width=32, depth=3, skip=1)
+    grid = HashGrid(levels=3, features_per_level=2, log2_table_size=8, base_resolution=4,
+                    max_resolution=16, bound=1.5)
+    with torch.no_grad():  # a non-trivial grid, so that density varies with position
+        grid.table.normal_(0, 1, generator=torch.Generator().manual_seed(1))
+    return FastField(grid, hidden=16, geo_features=7, sh_degree=3)
+
+
+def points_and_directions(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    points = torch.rand(n, 3, generator=gen) * 2 - 1
+    directions = torch.randn(n, 3, generator=gen) * 2  # not unit length, as rays give them
+    return points, directions
+
+
+@pytest.mark.parametrize("kind", ["seed", "nerf", "fast"])
+def test_output_shapes_and_ranges(kind: str) -> None:
+    field = tiny_field(kind)
+    points, directions = points_and_directions()
+    rgb, sigma = field(points, directions)
+    assert rgb.shape == (256, 3) and sigma.shape == (256,)
+    assert torch.all((rgb >= 0) & (rgb <= 1))
+    assert torch.all(sigma >= 0)
+    assert torch.isfinite(sigma).all()
+    # Not degenerate: colours and densities vary across points.
+    assert rgb.std(0).min() > 0 and sigma.std() > 0
+
+
+@pytest.mark.parametrize("kind", ["nerf", "fast"])
+def test_density_does_not_depend_on_direction(kind: str) -> None:
+    field = tiny_field(kind)
+    points, directions = points_and_directions()
+    _, other_directions = points_and_directions(seed=1)
+    rgb_a, sigma_a = field(points, directions)
+    rgb_b, sigma_b = field(points, other_directions)
+    assert torch.equal(sigma_a, sigma_b)
+    assert not torch.allclose(rgb_a, rgb_b)  # colour does depend on it
+    # Direction length does not matter (the fields normalise it).
+    rgb_c, _ = field(points, directions * 3.0)
+    assert torch.allclose(rgb_a, rgb_c, atol=1e-6)
+
+
+def test_seed_field_density_can_depend_on_direction() -> None:
+    field = tiny_field("seed")
+    points, directions = points_and_directions()
+    _, other_directions = points_and_directions(seed=1)
+    _, sigma_a = field(points, directions)
+    _, sigma_b = field(points, other_directions)
+    assert not torch.allclose(sigma_a, sigma_b)
+
+
+def test_fast_field_density_method_equals_forward_sigma() -> None:
+    field = tiny_field("fast")
+    points, directions = points_and_directions()
+    assert torch.equal(field.density(points), field(points, directions)[1])
+
+
+def test_skip_mlp_concatenates_input_at_skip_layer() -> None:
+    mlp = SkipMLP(in_dim=5, width=8, depth=4, skip=2)
+    assert [layer.in_features for layer in mlp.layers] == [5, 8, 8 + 5, 8]
+    assert mlp(torch.rand(3, 5)).shape == (3, 8)
+
+
+def test_trunc_exp_value_and_clamped_gradient() -> None:
+    x = torch.tensor([0.0, 1.0, 20.0], requires_grad=True)
+    y = trunc_exp(x)
+    assert torch.allclose(y, torch.exp(x.detach()))
+    y.sum().backward()
+    assert torch.allclose(x.grad, torch.exp(torch.tensor([0.0, 1.0, 15.0])))

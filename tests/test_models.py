@@ -1,0 +1,106 @@
+"""The model kinds: tiny configs of each render batches of rays and whole images."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from test_rays import look_at
+
+from nerf.config import FastModelConfig, ModelConfig, NerfModelConfig, SeedModelConfig
+from nerf.models import FastModel, NerfModel, SeedModel, build_model, render_image
+from nerf.rays import Rays, image_rays
+
+NEAR, FAR = 2.0, 6.0
+BACKGROUND = torch.tensor([0.2, 0.4, 0.6])
+
+TINY = {
+    "seed": SeedModelConfig(frequencies=2, width=16, depth=2, skip=1, samples=8),
+    "nerf": NerfModelConfig(pos_frequencies=2, dir_frequencies=1, width=16, depth=2, skip=1,
+                            coarse_samples=8, fine_samples=8, rays_per_batch=32),
+    "fast": FastModelConfig(levels=2, features_per_level=2, log2_table_size=8, base_resolution=4,
+                            max_resolution=8, hidden=16, geo_features=7, sh_degree=2,
+                            grid_resolution=8, grid_update_every=2, steps_per_diagonal=32,
+                            samples_per_batch=2048, max_rays_per_batch=256),
+}
+
+
+def tiny_model(kind: str, **overrides):
+    torch.manual_seed(0)
+    config = ModelConfig(kind=kind, **{kind: dataclasses.replace(TINY[kind], **overrides)})
+    return build_model(config, NEAR, FAR, BACKGROUND)
+
+
+POSE = look_at((0.5, -3.5, 2.0), (0.0, 0.0, 0.0))
+
+
+@pytest.mark.parametrize(("kind", "cls"), [("seed", SeedModel), ("nerf", NerfModel), ("fast", FastModel)])
+@pytest.mark.parametrize("randomized", [True, False])
+def test_each_kind_renders_a_batch_of_rays(kind, cls, randomized) -> None:
+    model = tiny_model(kind)
+    assert isinstance(model, cls)
+    rays = image_rays(POSE, 4, 5, 6.0)
+    out = model.render_rays(rays, randomized=randomized, generator=torch.Generator().manual_seed(0))
+    assert out.rgb.shape == (20, 3) and out.depth.shape == (20,) and out.opacity.shape == (20,)
+    assert torch.isfinite(out.rgb).all() and torch.isfinite(out.depth).all()
+    assert torch.all((out.opacity >= 0) & (out.opacity <= 1 + 1e-6))
+    assert torch.all((out.rgb >= -1e-6) & (out.rgb <= 1 + 1e-6))
+    if kind == "nerf":
+        assert out.coarse_rgb is not None and out.coarse_rgb.shape == (20, 3)
+    else:
+        assert out.coarse_rgb is None
+    # The loss reaches the parameters.
+    out.rgb.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_nerf_without_fine_samples_returns_the_coarse_pass() -> None:
+    model = tiny_model("nerf", fine_samples=0)
+    assert model.fine is None
+    out = model.render_rays(image_rays(POSE, 2, 2, 3.0), randomized=False)
+    assert out.coarse_rgb is None and out.rgb.shape == (4, 3)
+
+
+@pytest.mark.parametrize("kind", ["seed", "nerf", "fast"])
+def test_render_image_shapes_and_chunking_match_render_rays(kind) -> None:
+    model = tiny_model(kind)
+    h, w = 6, 5
+    out = render_image(model, POSE, h, w, 5.0, chunk=7)
+    assert out.rgb.shape == (h, w, 3) and out.depth.shape == (h, w) and out.opacity.shape == (h, w)
+    # Deterministic samples: chunking changes nothing, and row-major pixels are image_rays'.
+    with torch.no_grad():
+        whole = model.render_rays(image_rays(POSE, h, w, 5.0), randomized=False)
+    assert torch.allclose(out.rgb.reshape(-1, 3), whole.rgb, atol=1e-6)
+    assert torch.allclose(out.depth.reshape(-1), whole.depth, atol=1e-5)
+
+
+def test_fast_model_ray_missing_the_cube_shows_the_background() -> None:
+    model = tiny_model("fast")
+    rays = Rays(torch.tensor([[0.0, 0.0, 4.0], [5.0, 5.0, 4.0]]), torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]]))
+    out = model.render_rays(rays, randomized=False)
+    assert out.opacity[1] == 0.0 and torch.equal(out.rgb[1], BACKGROUND)
+    assert out.opacity[0] > 0  # the new grid is all occupied and the field is not empty
+    # A batch in which no ray has a sample at all still renders (and back-propagates).
+    out = model.render_rays(rays[1:], randomized=True, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out.rgb, BACKGROUND[None]) and out.opacity.tolist() == [0.0]
+    out.rgb.sum().backward()
+
+
+def test_fast_model_upkeep_updates_grid_and_batch_size() -> None:
+    model = tiny_model("fast")
+    assert model.occupancy.occupied.all()
+    model.before_step(1)  # not an update step
+    assert torch.all(model.occupancy.density == -1.0)
+    model.before_step(2, torch.Generator().manual_seed(0))
+    assert torch.all(model.occupancy.density >= 0)
+    # Batch size: samples_per_batch over the running samples per ray, within [64, max].
+    assert model.rays_per_batch() == 2048 // 32
+    model.render_rays(image_rays(POSE, 8, 8, 6.0), randomized=True, generator=torch.Generator().manual_seed(0))
+    assert float(model.samples_per_ray) != 32.0
+    assert 64 <= model.rays_per_batch() <= 256
+
+
+def test_seed_model_trains_on_whole_images_and_nerf_on_batches() -> None:
+    assert tiny_model("seed").rays_per_batch() is None
+    assert tiny_model("nerf").rays_per_batch() == 32
