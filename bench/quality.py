@@ -1,11 +1,12 @@
 """Quality against time: mean held-out PSNR at fixed training wall-clock points, per kind.
 
-python bench/quality.py [--kinds fast nerf seed] [--times 5 10 30 60 120] [--devices cpu]
+python bench/quality.py [--kinds fast nerf seed] [--points 5 10 30 60 120] [--devices cpu]
+python bench/quality.py --by steps --points 50 100      # PSNR after fixed step counts
 
 Trains each kind with the pipeline's own loop and params.yaml's configs on the embedded
 sample split; whenever training time (evaluation excluded) passes a time point, renders
-the held-out views and records their mean PSNR. Writes bench/results/quality.csv and
-bench/results/quality.png (PSNR against seconds, one line per kind and device).
+the held-out views and records their mean PSNR. Writes bench/results/quality_<by>.csv and
+.png (PSNR against seconds or steps, one line per kind and device).
 """
 
 from __future__ import annotations
@@ -21,25 +22,25 @@ from bench.common import REPO, devices, load_split, machine, make_model, params_
 from nerf.training import evaluate_views, train
 
 
-def curve(kind: str, device: torch.device, times: list[float], params_path: Path, steps: int | None,
-          eval_views: int | None) -> list[dict]:
+def curve(kind: str, device: torch.device, points: list[float], by: str, params_path: Path,
+          steps: int | None, eval_views: int | None) -> list[dict]:
     params = params_with(params_path, kind)
     train_views, test_views = load_split(params.data.source, params.split)
     if eval_views is not None:
         test_views = test_views.subset(range(min(eval_views, test_views.n_views)))
     model = make_model(params.model, params, train_views, device, params.train.seed)
-    pending = sorted(times)
+    pending = sorted(points)
     rows: list[dict] = []
 
     def record(step: int, seconds: float) -> None:
         psnr = evaluate_views(model, test_views, params.render.chunk, device)
-        rows.append({"kind": kind, "device": machine(device), "time_point_s": pending[0],
+        rows.append({"kind": kind, "device": machine(device), f"point_{by}": pending[0],
                      "seconds": round(seconds, 2), "step": step, "psnr": round(psnr, 3)})
         print(f"{kind} on {device}: {psnr:.2f} dB at {seconds:.1f} s (step {step})", flush=True)
         pending.pop(0)
 
     def on_step(step: int, seconds: float) -> bool:
-        while pending and seconds >= pending[0]:
+        while pending and (seconds if by == "seconds" else step) >= pending[0]:
             record(step, seconds)
         return not pending
 
@@ -50,7 +51,7 @@ def curve(kind: str, device: torch.device, times: list[float], params_path: Path
     return rows
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, x: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,9 +60,9 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for key in dict.fromkeys((r["kind"], r["device"]) for r in rows):
         points = [r for r in rows if (r["kind"], r["device"]) == key]
-        ax.plot([r["seconds"] for r in points], [r["psnr"] for r in points], marker="o", label=f"{key[0]} ({key[1]})")
+        ax.plot([r[x] for r in points], [r["psnr"] for r in points], marker="o", label=f"{key[0]} ({key[1]})")
     ax.set_xscale("log")
-    ax.set_xlabel("training seconds (evaluation excluded)")
+    ax.set_xlabel("training seconds (evaluation excluded)" if x == "seconds" else "training steps")
     ax.set_ylabel("mean held-out PSNR (dB)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -74,22 +75,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", nargs="+", default=["fast", "nerf", "seed"])
     parser.add_argument("--devices", nargs="+", default=["cpu"])
-    parser.add_argument("--times", nargs="+", type=float, default=[5, 10, 30, 60, 120])
+    parser.add_argument("--points", nargs="+", type=float, default=[5, 10, 30, 60, 120])
+    parser.add_argument("--by", choices=["seconds", "steps"], default="seconds",
+                        help="points are training seconds or step counts")
     parser.add_argument("--steps", type=int, default=None, help="schedule length (default: train.steps)")
     parser.add_argument("--eval-views", type=int, default=None, help="held-out views used (default: all)")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "quality")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="CSV/PNG path stem (default: bench/results/quality_<by>)")
     args = parser.parse_args()
+    args.out = args.out or REPO / "bench" / "results" / f"quality_{args.by}"
     rows = []
     for device in devices(args.devices):
         for kind in args.kinds:
-            rows += curve(kind, device, args.times, args.params, args.steps, args.eval_views)
+            rows += curve(kind, device, args.points, args.by, args.params, args.steps, args.eval_views)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, args.out.with_suffix(".png"))
+    plot(rows, args.out.with_suffix(".png"), "seconds" if args.by == "seconds" else "step")
     print(f"wrote {args.out.with_suffix('.csv')} and {args.out.with_suffix('.png')}")
 
 

@@ -168,6 +168,8 @@ class TrainConfig:
     steps: int = _range(1000, ge=1)
     # null: the model kind's own model.<kind>.lr; a number overrides it (and lr_final scales).
     lr: float | None = _range(None, gt=0.0)
+    # Loss and train PSNR (means over the steps since the last log) every this many steps.
+    log_every: int = _range(10, ge=1)
     eval_every: int = _range(250, ge=1)
     # Held-out views rendered for the periodic held-out PSNR (at most; 0 disables).
     eval_views: int = _range(2, ge=0)

@@ -91,13 +91,12 @@ def train(
     device: torch.device,
     live: Any | None = None,
     chunk: int = 4096,
-    log_every: int = 10,
     progress: bool = True,
     on_step: Callable[[int, float], bool] | None = None,
 ) -> TrainSummary:
     """Fits ``model`` (already on ``device``) to ``train_views``.
 
-    Every ``log_every`` steps the mean loss and train PSNR since the last log go to
+    Every ``config.log_every`` steps the mean loss and train PSNR since the last log go to
     ``live`` (a ``dvclive.Live``); every ``config.eval_every`` steps and at the end, the PSNR
     on ``eval_views``. The random stream is ``config.seed``'s. ``on_step(step, seconds)``, if
     given, runs after every step (its time is not counted) and stops training by returning True.
@@ -142,7 +141,7 @@ def train(
             torch.cuda.synchronize(device)
         seconds += time.perf_counter() - started
 
-        if step % log_every == 0 or step == config.steps:
+        if step % config.log_every == 0 or step == config.steps:
             last_loss = float(loss_sum) / loss_count
             loss_sum.zero_()
             loss_count = 0
@@ -159,7 +158,7 @@ def train(
             if live is not None:
                 live.step = step
                 live.log_metric("eval/psnr", eval_psnr)
-        if live is not None and (step % log_every == 0 or step == config.steps):
+        if live is not None and (step % config.log_every == 0 or step == config.steps):
             live.next_step()
         if on_step is not None and on_step(step, seconds):
             break
