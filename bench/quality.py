@@ -1,7 +1,7 @@
 """Quality against time: mean held-out PSNR at fixed training wall-clock points, per kind.
 
-python bench/quality.py [--kinds fast nerf seed] [--points 5 10 30 60 120] [--devices cpu]
-python bench/quality.py --by steps --points 50 100      # PSNR after fixed step counts
+python -m bench.quality [--kinds fast nerf seed] [--points 5 10 30 60 120] [--devices cpu]
+python -m bench.quality --by steps --points 50 100      # PSNR after fixed step counts
 
 Trains each kind with the pipeline's own loop and params.yaml's configs on the embedded
 sample split; whenever training time (evaluation excluded) passes a time point, renders

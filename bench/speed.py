@@ -1,6 +1,6 @@
 """Speed per model kind and device: steps/s, rays/s, samples/s and peak memory.
 
-python bench/speed.py [--kinds seed nerf fast] [--devices cpu cuda] [--steps 20]
+python -m bench.speed [--kinds seed nerf fast] [--devices cpu cuda] [--steps 20]
 
 Uses params.yaml's model configs on the embedded sample split; prints a table and writes
 bench/results/speed.csv. Medians over timed steps after warm-up steps; peak memory is the GPU's peak allocation,
@@ -14,7 +14,6 @@ import csv
 import dataclasses
 import resource
 import statistics
-import time
 from pathlib import Path
 
 import torch

@@ -18,6 +18,10 @@ class DataError(NerfError):
     """A missing, unreadable or malformed data set file, or a failed download."""
 
 
+class TrainingError(NerfError):
+    """Training cannot go on (e.g. the loss became non-finite)."""
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Runs a stage's ``main``; a :class:`NerfError` becomes ``error: ...`` on stderr, exit 1."""
     try:

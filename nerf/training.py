@@ -7,9 +7,10 @@ config that built them.
 
 from __future__ import annotations
 
+import math
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -18,7 +19,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nerf.config import ModelConfig, TrainConfig, build, to_dict
-from nerf.errors import DataError
+from nerf.errors import DataError, TrainingError
 from nerf.io import atomic_file
 from nerf.metrics import mse_to_psnr, psnr
 from nerf.models import Model, build_model, render_image
@@ -145,13 +146,14 @@ def train(
             last_loss = float(loss_sum) / loss_count
             loss_sum.zero_()
             loss_count = 0
-            if not torch.isfinite(torch.tensor(last_loss)):
-                raise FloatingPointError(f"training diverged at step {step} (loss {last_loss}); lower train.lr")
-            bar.set_postfix(psnr=f"{float(mse_to_psnr(torch.tensor(last_loss))):.2f}")
+            if not math.isfinite(last_loss):
+                raise TrainingError(f"training diverged at step {step} (loss {last_loss}); lower train.lr")
+            train_psnr = float(mse_to_psnr(torch.tensor(last_loss)))
+            bar.set_postfix(psnr=f"{train_psnr:.2f}")
             if live is not None:
                 live.step = step
                 live.log_metric("train/loss", last_loss)
-                live.log_metric("train/psnr", float(mse_to_psnr(torch.tensor(last_loss))))
+                live.log_metric("train/psnr", train_psnr)
                 live.log_metric("train/seconds", seconds)
         if eval_views is not None and eval_views.n_views > 0 and (step % config.eval_every == 0 or step == config.steps):
             eval_psnr = evaluate_views(model, eval_views, chunk, device)

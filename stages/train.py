@@ -44,7 +44,7 @@ def main() -> None:
     with atomic_dir(args.live) as live_dir, atomic_dir(args.out) as out_dir:
         with Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
             summary = train(model, train_views, held_out, params.train, device, live, params.render.chunk)
-            live.summary["train/steps_per_second"] = summary.steps / summary.seconds
+            live.log_metric("train/steps_per_second", summary.steps / summary.seconds, plot=False)
         save_checkpoint(out_dir / "model.pt", model, params.model, {"train_summary": summary._asdict()})
     eval_text = f", held-out PSNR {summary.eval_psnr:.2f} dB" if summary.eval_psnr is not None else ""
     print(f"train: {summary.steps} steps in {summary.seconds:.1f} s "

@@ -67,8 +67,8 @@ def test_spherical_harmonics_values_on_the_z_axis() -> None:
     y = spherical_harmonics(torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64), 4)[0]
     # Only m = 0 terms survive: sqrt((2l + 1) / (4 pi)) for l = 0..3.
     expected = torch.zeros(16, dtype=torch.float64)
-    for l, index in zip(range(4), [0, 2, 6, 12]):
-        expected[index] = math.sqrt((2 * l + 1) / (4 * math.pi))
+    for band, index in zip(range(4), [0, 2, 6, 12]):
+        expected[index] = math.sqrt((2 * band + 1) / (4 * math.pi))
     assert torch.allclose(y, expected, atol=1e-7)
 
 
