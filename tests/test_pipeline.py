@@ -109,8 +109,20 @@ def test_repro_then_experiment_then_show(repo_copy):
     run("dvc", "plots", "show", "-o", "plots_html", cwd=repo_copy)
     assert (repo_copy / "plots_html" / "index.html").is_file()
 
+    # Shared storage: push to a local-folder remote; a fresh clone pulls the model and
+    # renders, and then `dvc repro` has nothing to recompute.
+    run("dvc", "remote", "add", "-d", "shared", str(repo_copy.parent / "remote"), cwd=repo_copy)
     run("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=repo_copy)
     run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline", cwd=repo_copy)
+    run("dvc", "push", cwd=repo_copy)
+    clone = repo_copy.parent / "clone"
+    run("git", "clone", "-q", str(repo_copy), str(clone), cwd=repo_copy.parent)
+    run("dvc", "pull", cwd=clone)
+    assert (clone / "models/model.pt").read_bytes() == (repo_copy / "models/model.pt").read_bytes()
+    assert len(list((clone / "renders/compare").glob("*.png"))) == 16
+    assert "up to date" in run("dvc", "status", cwd=clone).stdout
+    assert "Running stage" not in run("dvc", "repro", cwd=clone).stdout
+
     run("dvc", "exp", "run", "-S", "model.kind=nerf", "-S", "train.steps=20", cwd=repo_copy)
     table = json.loads(run("dvc", "exp", "show", "--json", cwd=repo_copy).stdout)
     values = psnrs_in(table)

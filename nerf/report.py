@@ -1,0 +1,154 @@
+"""A review report for two revisions: metric and param diffs, plots, side-by-side renders.
+
+    python -m nerf.report main --out reports/review.md        # main against the workspace
+    python -m nerf.report HEAD~1 HEAD --out reports/review.md  # two commits
+
+It runs the real ``dvc metrics diff``, ``dvc params diff`` and ``dvc plots diff``; the
+plots (training curves, per-view PSNR, renders) go to ``plots/index.html`` beside the
+markdown, which links it and the new revision's truth | render | error images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from nerf.errors import DataError, run_stage
+from nerf.io import atomic_dir, atomic_file
+
+COMPARE = "renders/compare"  # dvc.yaml's ${paths.renders}/compare: the side-by-side images
+
+
+def _dvc() -> str:
+    """The dvc beside this Python (a venv's), else the one on PATH."""
+    local = Path(sys.executable).parent / "dvc"
+    found = str(local) if local.is_file() else shutil.which("dvc")
+    if not found:
+        raise DataError("dvc not found next to the Python interpreter or on PATH")
+    return found
+
+
+def _run(cmd: list[str], cwd: Path, what: str) -> str:
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
+        raise DataError(f"{what} failed: {lines[-1]}")
+    return result.stdout
+
+
+def _dvc_root(repo: Path) -> Path:
+    repo = repo.resolve()
+    for folder in (repo, *repo.parents):
+        if (folder / ".dvc").is_dir():
+            return folder
+    raise DataError(f"{repo} is not in a DVC repository (no .dvc folder); run from the project")
+
+
+def _check_revision(rev: str, root: Path) -> None:
+    result = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        if "not a git repository" in result.stderr.lower():
+            raise DataError(f"{root} is not a git repository; the report compares git revisions")
+        raise DataError(f"unknown git revision {rev!r} (try `git fetch` or a branch, tag or commit)")
+
+
+def _link(target: Path, out: Path) -> str:
+    return Path(os.path.relpath(target, out.parent)).as_posix()
+
+
+def _side_by_side(new: str | None, root: Path, plots: Path, out: Path) -> list[str]:
+    """Markdown table rows linking the new revision's truth | render | error images."""
+    if new is None:  # the workspace: the files themselves
+        images = sorted((root / COMPARE).glob("*.png"))
+        named = [(p.stem, p) for p in images]
+    else:  # a git revision: renders are DVC-cached, so link the copies `dvc plots diff` wrote
+        prefix = f"{new}_{COMPARE}_".replace(os.sep, "_").replace("/", "_")
+        images = sorted((plots / "static").glob(f"{_glob_escape(prefix)}*.png"))
+        named = [(p.stem[len(prefix) :], p) for p in images]
+    return [f"| {name} | [{name}.png]({_link(path, out)}) |" for name, path in named]
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by glob (revision names may hold ``[`` etc.)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def build_report(old: str, new: str | None, out: Path, repo: Path | None = None) -> Path:
+    """Writes the markdown report comparing ``old`` with ``new`` (None: the workspace) to ``out``.
+
+    ``repo`` (default: the current folder) is in the DVC project; a relative ``out`` is taken
+    from the current folder. The plots go to ``plots/`` beside ``out``, replaced as a whole.
+    """
+    root = _dvc_root(Path.cwd() if repo is None else Path(repo))
+    for rev in (old, new):
+        if rev is not None:
+            _check_revision(rev, root)
+    out = Path(out).absolute()
+    revs = [old] if new is None else [old, new]
+    new_name = new or "workspace"
+    dvc = _dvc()
+
+    metrics = _run([dvc, "metrics", "diff", *revs, "--md", "--all"], root, "dvc metrics diff").strip()
+    params = _run([dvc, "params", "diff", *revs, "--md"], root, "dvc params diff").strip()
+    if len(params.splitlines()) < 3:  # no rows: only the table's header, or nothing
+        params = ""
+    with atomic_dir(out.parent / "plots") as tmp:
+        _run([dvc, "plots", "diff", *revs, "-o", str(tmp)], root, "dvc plots diff")
+    plots = out.parent / "plots"
+    index = plots / "index.html"
+    rows = _side_by_side(new, root, plots, out)
+
+    lines = [
+        f"# Review: `{old}` → `{new_name}`",
+        "",
+        "## Metrics",
+        "",
+        metrics or "No metrics found.",
+        "",
+        "## Params",
+        "",
+        params or "No param changes.",
+        "",
+        "## Plots",
+        "",
+        f"[Training curves, per-view PSNR and renders, `{old}` against `{new_name}`]({_link(index, out)})"
+        if index.is_file()
+        else "No plots found.",
+        "",
+        f"## Side-by-side renders of `{new_name}` (truth | render | error)",
+        "",
+    ]
+    if rows:
+        lines += ["| view | image |", "| --- | --- |", *rows]
+    else:
+        lines.append(
+            f"No `{COMPARE}` images for `{new_name}` (run `dvc repro`, or `dvc pull` for a revision)."
+        )
+    with atomic_file(out) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m nerf.report", description=__doc__.split("\n")[0])
+    parser.add_argument("old", help="the base revision, e.g. main")
+    parser.add_argument(
+        "new", nargs="?", default=None, help="the revision to review (default: the workspace)"
+    )
+    parser.add_argument("--out", type=Path, default=Path("reports/review.md"), help="the markdown file")
+    args = parser.parse_args(argv)
+    print(build_report(args.old, args.new, args.out))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,147 @@
+"""The review report, built by the real dvc from commits of a small DVC project (no training)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from nerf.errors import DataError
+from nerf.report import build_report
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {
+    **os.environ,
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # `python` in the stage: this one
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+    "DVC_NO_ANALYTICS": "1",
+}
+
+# The stage: metrics, per-view plot and side-by-side images that follow train.steps.
+MAKE_METRICS = """\
+import json, os, yaml
+from PIL import Image
+steps = yaml.safe_load(open("params.yaml"))["train"]["steps"]
+psnr = 20 + steps / 200
+os.makedirs("metrics", exist_ok=True)
+os.makedirs("renders/compare", exist_ok=True)
+json.dump({"psnr": psnr, "ssim": 0.9}, open("metrics/eval.json", "w"))
+open("metrics/per_view.csv", "w").write("view,psnr\\n" + "".join(f"{v},{psnr + v}\\n" for v in range(3)))
+for v in range(2):
+    Image.new("RGB", (6, 2), (steps % 256, v, 0)).save(f"renders/compare/{v:03d}_view_{v:03d}.png")
+"""
+
+DVC_YAML = """\
+stages:
+  fake:
+    cmd: python make_metrics.py
+    deps: [make_metrics.py]
+    params: [train.steps]
+    outs: [renders/compare]
+    metrics:
+      - metrics/eval.json: {cache: false}
+    plots:
+      - metrics/per_view.csv: {cache: false, x: view, y: psnr}
+plots:
+  - renders/compare
+"""
+
+
+def run(*cmd: str, cwd: Path) -> str:
+    result = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, f"{' '.join(cmd)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def set_steps(repo: Path, steps: int) -> None:
+    (repo / "params.yaml").write_text(f"train:\n  steps: {steps}\n  lr: 0.01\n")
+
+
+def commit(repo: Path, steps: int) -> None:
+    set_steps(repo, steps)
+    run(str(BIN / "dvc"), "repro", "-q", cwd=repo)
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-qm", f"steps {steps}", cwd=repo)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """Two commits: train.steps 100 (psnr 20.5), then 300 (psnr 21.5)."""
+    repo = tmp_path_factory.mktemp("project")
+    run("git", "init", "-q", cwd=repo)
+    run(str(BIN / "dvc"), "init", "-q", cwd=repo)
+    (repo / "make_metrics.py").write_text(MAKE_METRICS)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    commit(repo, 100)
+    commit(repo, 300)
+    return repo
+
+
+def table_links(markdown: str) -> list[str]:
+    """The link targets of the side-by-side table's rows."""
+    section = markdown.split("## Side-by-side")[1]
+    return [line.split("](")[1].rstrip(" |)") for line in section.splitlines() if "](" in line]
+
+
+def test_report_between_two_commits(project, tmp_path):
+    out = build_report("HEAD~1", "HEAD", tmp_path / "review.md", repo=project)
+    text = out.read_text()
+    metrics = text.split("## Metrics")[1].split("## Params")[0]
+    assert "metrics/eval.json" in metrics and "20.5" in metrics and "21.5" in metrics
+    params = text.split("## Params")[1].split("## Plots")[0]
+    assert "train.steps" in params and "100" in params and "300" in params
+    assert "train.lr" not in params  # unchanged params are left out
+    assert "(plots/index.html)" in text and (tmp_path / "plots/index.html").is_file()
+    html = (tmp_path / "plots/index.html").read_text()
+    assert "metrics/per_view.csv" in html and html.count("<img src=") == 4  # 2 images x 2 revisions
+    # The new revision's images, read from the DVC cache by `dvc plots diff`.
+    links = table_links(text)
+    assert links == [f"plots/static/HEAD_renders_compare_00{v}_view_00{v}.png" for v in range(2)]
+    with Image.open(tmp_path / links[0]) as image:
+        assert image.getpixel((0, 0)) == (300 % 256, 0, 0)
+
+
+def test_report_against_the_workspace(project, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(project, repo, symlinks=True)
+    set_steps(repo, 500)
+    run(str(BIN / "dvc"), "repro", "-q", cwd=repo)
+    out = build_report("HEAD", None, tmp_path / "reports" / "review.md", repo=repo)
+    text = out.read_text()
+    assert "`HEAD` → `workspace`" in text
+    assert "21.5" in text and "22.5" in text and "20.5" not in text
+    assert "train.steps" in text and "500" in text
+    assert (tmp_path / "reports/plots/index.html").is_file()
+    links = table_links(text)
+    assert [Path(link).name for link in links] == ["000_view_000.png", "001_view_001.png"]
+    with Image.open(out.parent / links[1]) as image:  # the workspace's own files
+        assert image.getpixel((0, 0)) == (500 % 256, 1, 0)
+
+
+def test_unknown_revision_is_a_one_line_error(project, tmp_path):
+    with pytest.raises(DataError, match="unknown git revision 'no-such-branch'"):
+        build_report("HEAD", "no-such-branch", tmp_path / "review.md", repo=project)
+    assert not (tmp_path / "review.md").exists()
+    cmd = [sys.executable, "-m", "nerf.report", "no-such-branch", "--out", str(tmp_path / "r.md")]
+    env = {**ENV, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        cmd, cwd=project, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: unknown git revision 'no-such-branch' (try `git fetch` or a branch, tag or commit)"
+    ]
+
+
+def test_outside_a_dvc_project_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="not in a DVC repository"):
+        build_report("HEAD", None, tmp_path / "review.md", repo=tmp_path)
