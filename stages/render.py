@@ -19,7 +19,7 @@ from nerf.errors import run_stage
 from nerf.images import colorize, side_by_side, view_filename, write_png
 from nerf.io import atomic_dir
 from nerf.models import render_image
-from nerf.training import load_checkpoint, pick_device
+from nerf.training import deterministic, load_checkpoint, pick_device
 from nerf.views import load_views
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     model, _ = load_checkpoint(args.model, device)
     model.eval()
     views = load_views(args.test)
-    with atomic_dir(args.out) as out:
+    with atomic_dir(args.out) as out, deterministic(device):
         for i in tqdm(range(views.n_views), desc="render", unit="view", dynamic_ncols=True):
             pose = torch.from_numpy(views.poses[i]).to(device)
             result = render_image(model, pose, views.height, views.width, views.focal, params.render.chunk)

@@ -192,3 +192,24 @@ def test_fast_beats_nerf_at_equal_wall_clock_on_the_cpu() -> None:
               on_step=lambda step, seconds: seconds >= budget)
         scores[kind] = evaluate_views(model, held_out, 4096, CPU)
     assert scores["fast"] > scores["nerf"] + 2.0, scores
+
+
+def test_same_params_same_result_with_two_threads() -> None:
+    """The default fast config's hash-grid scatter-add runs in parallel with 2 threads; the
+    result must not depend on thread timing (the pipeline's CPU reproducibility)."""
+    from nerf.scene import load_scene
+
+    scene = load_scene(REPO / "assets" / "tiny_lego.npz")
+    views = Views(scene.images[:16], scene.poses[:16], scene.focal, scene.names[:16], np.zeros(3, np.float32))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tables = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            model = build_model(ModelConfig(kind="fast"), NEAR, FAR, torch.zeros(3))
+            train(model, views, None, train_config(12), CPU, progress=False)
+            tables.append(model.field.grid.table.detach().clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(tables[0], tables[1])
