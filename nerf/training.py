@@ -161,13 +161,14 @@ def _train(
             index = torch.randint(n_views * per_view, (n_rays,), device=device, generator=generator)
         out = model.render_rays(data.rays[index], randomized=True, generator=generator)
         target = data.colors[index]
-        loss = F.mse_loss(out.rgb, target)
+        mse = F.mse_loss(out.rgb, target)
+        loss = mse
         if out.coarse_rgb is not None:
             loss = loss + F.mse_loss(out.coarse_rgb, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += F.mse_loss(out.rgb.detach(), target)
+        loss_sum += mse.detach()
         loss_count += 1
         if device.type == "cuda":
             torch.cuda.synchronize(device)
