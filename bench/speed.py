@@ -29,7 +29,7 @@ def measure(kind: str, device: torch.device, steps: int, warmup: int, params_pat
     model = make_model(params.model, params, train_views, device, params.train.seed)
     counter = SampleCounter(model)
     pixels = train_views.height * train_views.width
-    batch = lambda: model.rays_per_batch() or pixels  # noqa: E731  (None: one whole image)
+    batch = lambda: model.rays_per_batch() or pixels  # None: one whole image
     times, samples, rays = [], [], [batch()]
     last = [0.0]
 

@@ -175,6 +175,9 @@ class TrainConfig:
     eval_views: int = _range(2, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     seed: int = 0
+    # Resumable state (model, optimizer, random stream, logs) saved every this many steps
+    # and at the end; a killed run resumes from it. 0: never.
+    checkpoint_every: int = _range(100, ge=0)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from nerf.config import DataConfig
 from nerf.errors import ConfigError, DataError
-from nerf.io import atomic_dir, write_json
+from nerf.io import atomic_dir, sha256_file, write_json
 from nerf.scene import (
     BLENDER_SUBSETS,
     RAW_INFO,
@@ -38,14 +38,6 @@ _CHUNK = 1 << 20
 
 def is_url(source: str) -> bool:
     return urllib.parse.urlparse(source).scheme in ("http", "https")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch(url: str, folder: str | Path, sha256: str, timeout: float = 30.0) -> Path:

@@ -89,7 +89,7 @@ class HashGrid(nn.Module):
         table = 2**log2_table_size
         resolutions, sizes, dense = [], [], []
         for level in range(levels):
-            res = int(math.floor(base_resolution * growth**level + 1e-6))
+            res = math.floor(base_resolution * growth**level + 1e-6)
             fits = (res + 1) ** 3 <= table
             resolutions.append(res)
             dense.append(fits)

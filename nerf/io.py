@@ -1,8 +1,10 @@
-"""Atomic writes: an output appears complete or not at all, and a failure keeps the old one."""
+"""Files: atomic writes (an output appears complete or not at all, and a failure keeps the
+old one) and content digests."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +20,26 @@ def _umask() -> int:
     return mask
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _temp_prefix(path: Path) -> str:
+    """Temporary siblings of ``path`` are named ``.<name>.tmp-<pid>-<random>``; those of
+    processes that no longer run (killed mid-write) are removed when ``path`` is next written."""
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = stale.name[len(f".{path.name}.tmp-"):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    return f".{path.name}.tmp-{os.getpid()}-"
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yields a fresh temporary folder beside ``path``; on success it replaces ``path``.
@@ -26,7 +48,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
     try:
         yield tmp
@@ -46,7 +68,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yields a temporary file path beside ``path``; on success it is renamed onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix, dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
@@ -62,3 +84,12 @@ def write_json(path: str | Path, data: Any) -> None:
     """Writes ``data`` as indented JSON, atomically."""
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -65,7 +65,7 @@ def ssim(pred: Tensor, target: Tensor, kernel_size: int = 11, sigma: float = 1.5
         )
     if min(pred.shape[1:3]) <= kernel_size // 2:
         raise ValueError(f"images of shape {tuple(pred.shape)} are too small for a {kernel_size}-pixel SSIM window")
-    to_nchw = lambda x: x.to(torch.float64).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    to_nchw = lambda x: x.to(torch.float64).permute(0, 3, 1, 2).contiguous()
     return structural_similarity_index_measure(
         to_nchw(pred), to_nchw(target), gaussian_kernel=True, sigma=sigma,
         kernel_size=kernel_size, data_range=1.0, reduction="none",

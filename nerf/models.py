@@ -12,6 +12,8 @@ small ``nn.Module`` with
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor, nn
 
@@ -34,7 +36,7 @@ class _Scene(nn.Module):
     """Depth range and background colour shared by all kinds."""
 
     # Keyword arguments for torch.optim.Adam beyond the learning rate.
-    adam_options: dict = {}
+    adam_options: ClassVar[dict] = {}
 
     def __init__(self, near: float, far: float, background: Tensor) -> None:
         super().__init__()
@@ -83,7 +85,7 @@ class NerfModel(_Scene):
     def __init__(self, config: NerfModelConfig, near: float, far: float, background: Tensor) -> None:
         super().__init__(near, far, background)
         self.config = config
-        make = lambda: NerfField(  # noqa: E731
+        make = lambda: NerfField(
             config.pos_frequencies, config.dir_frequencies, config.width, config.depth, config.skip
         )
         self.coarse = make()
@@ -111,7 +113,7 @@ class FastModel(_Scene):
     ray batches sized to a roughly constant number of samples."""
 
     # Hash tables see sparse, tiny gradients: instant-NGP's Adam settings.
-    adam_options = {"betas": (0.9, 0.99), "eps": 1e-15}
+    adam_options: ClassVar[dict] = {"betas": (0.9, 0.99), "eps": 1e-15}
 
     def __init__(self, config: FastModelConfig, near: float, far: float, background: Tensor) -> None:
         super().__init__(near, far, background)

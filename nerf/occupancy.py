@@ -99,7 +99,7 @@ class OccupancyGrid(nn.Module):
         t_enter, t_exit = ray_box(origins, directions, self.bound)
         t0 = torch.clamp(t_enter, min=near)
         t1 = torch.clamp(t_exit, max=far)
-        n_steps = int(math.ceil(2 * self.bound * math.sqrt(3) / self.step_size)) + 1
+        n_steps = math.ceil(2 * self.bound * math.sqrt(3) / self.step_size) + 1
         offset = (
             torch.rand((n_rays, 1), device=origins.device, generator=generator)
             if randomized

@@ -57,7 +57,7 @@ def composite(images: np.ndarray, background: np.ndarray) -> np.ndarray:
 
 def resize(images: np.ndarray, width: int | None) -> np.ndarray:
     """Area-averages (box-filters) (n, h, w, c) images to ``width``, height by aspect ratio."""
-    n, h, w, _ = images.shape
+    _n, h, w, _ = images.shape
     if width is None or width == w:
         return images
     if width > w:

@@ -8,6 +8,7 @@ config that built them.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -110,6 +111,8 @@ def train(
     chunk: int = 4096,
     progress: bool = True,
     on_step: Callable[[int, float], bool] | None = None,
+    resume: dict | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
 ) -> TrainSummary:
     """Fits ``model`` (already on ``device``) to ``train_views``.
 
@@ -117,87 +120,156 @@ def train(
     ``live`` (a ``dvclive.Live``); every ``config.eval_every`` steps and at the end, the PSNR
     on ``eval_views``. The random stream is ``config.seed``'s. ``on_step(step, seconds)``, if
     given, runs after every step (its time is not counted) and stops training by returning True.
+
+    Every ``config.checkpoint_every`` steps and after the last, ``on_checkpoint`` receives
+    the loop's whole state (see ``_Loop.state``); handing such a state back as ``resume``
+    continues from it exactly where it stopped: on the CPU the result is bit-identical to an
+    uninterrupted run.
     """
     with deterministic(device):
-        return _train(model, train_views, eval_views, config, device, live, chunk, progress, on_step)
+        return _Loop(model, train_views, eval_views, config, device, live, chunk, resume).run(
+            progress, on_step, on_checkpoint
+        )
 
 
-def _train(
-    model: Model,
-    train_views: Views,
-    eval_views: Views | None,
-    config: TrainConfig,
-    device: torch.device,
-    live: Any | None,
-    chunk: int,
-    progress: bool,
-    on_step: Callable[[int, float], bool] | None,
-) -> TrainSummary:
-    generator = torch.Generator(device=device).manual_seed(config.seed)
-    data = training_rays(train_views, device)
-    n_views, per_view = train_views.n_views, data.pixels_per_view
-    lr0, lr_final = model.config.lr, model.config.lr_final
-    if config.lr is not None:
-        lr0, lr_final = config.lr, lr_final * config.lr / lr0
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr0, **model.adam_options)
-    loss_sum = torch.zeros((), device=device)
-    loss_count = 0
-    seconds = 0.0
-    eval_psnr: float | None = None
-    last_loss = float("nan")
-    bar = tqdm(range(1, config.steps + 1), desc=f"train {type(model).__name__}", disable=not progress,
-               dynamic_ncols=True)
-    model.train()
-    for step in bar:
-        started = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step - 1, config.steps - 1, lr0, lr_final)
+class _Loop:
+    """The training loop and everything it carries from one step to the next."""
+
+    def __init__(
+        self,
+        model: Model,
+        train_views: Views,
+        eval_views: Views | None,
+        config: TrainConfig,
+        device: torch.device,
+        live: Any | None,
+        chunk: int,
+        resume: dict | None,
+    ) -> None:
+        self.model, self.eval_views, self.config = model, eval_views, config
+        self.device, self.live, self.chunk = device, live, chunk
+        self.data = training_rays(train_views, device)
+        self.n_views = train_views.n_views
+        self.lr0, self.lr_final = model.config.lr, model.config.lr_final
+        if config.lr is not None:
+            self.lr0, self.lr_final = config.lr, self.lr_final * config.lr / self.lr0
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.lr0, **model.adam_options)
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.step = 0  # steps done
+        self.seconds = 0.0  # training time so far, evaluation and checkpoints excluded
+        self.loss_sum = torch.zeros((), device=device)  # colour MSE summed since the last log
+        self.loss_count = 0
+        self.last_loss = float("nan")
+        self.eval_psnr: float | None = None
+        if resume is not None:
+            self.load_state(resume)
+
+    def state(self) -> dict:
+        """Everything needed to continue: weights and buffers (occupancy grid, batch sizing),
+        optimizer moments, random stream, step, time and the running loss."""
+        return {
+            "step": self.step,
+            "seconds": self.seconds,
+            "loss_sum": self.loss_sum.detach().cpu().clone(),
+            "loss_count": self.loss_count,
+            "last_loss": self.last_loss,
+            "eval_psnr": self.eval_psnr,
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.step, self.seconds = int(state["step"]), float(state["seconds"])
+        self.loss_sum = state["loss_sum"].to(self.device)
+        self.loss_count, self.last_loss = int(state["loss_count"]), float(state["last_loss"])
+        self.eval_psnr = state["eval_psnr"]
+
+    def run(
+        self,
+        progress: bool,
+        on_step: Callable[[int, float], bool] | None,
+        on_checkpoint: Callable[[dict], None] | None,
+    ) -> TrainSummary:
+        config = self.config
+        bar = tqdm(
+            range(self.step + 1, config.steps + 1), initial=self.step, total=config.steps,
+            desc=f"train {type(self.model).__name__}", disable=not progress, dynamic_ncols=True,
+        )
+        self.model.train()
+        for step in bar:
+            started = time.perf_counter()
+            self.train_step(step)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds += time.perf_counter() - started
+            self.step = step
+
+            logged = step % config.log_every == 0 or step == config.steps
+            if logged:
+                self.log(step, bar)
+            if self.eval_views is not None and self.eval_views.n_views > 0 and (
+                step % config.eval_every == 0 or step == config.steps
+            ):
+                self.eval_psnr = evaluate_views(self.model, self.eval_views, self.chunk, self.device)
+                if self.live is not None:
+                    self.live.step = step
+                    self.live.log_metric("eval/psnr", self.eval_psnr)
+                    self.live.log_metric("eval/seconds", self.seconds)
+            if self.live is not None and logged:
+                self.live.next_step()
+            if on_checkpoint is not None and config.checkpoint_every > 0 and (
+                step % config.checkpoint_every == 0 or step == config.steps
+            ):
+                on_checkpoint(self.state())
+            if on_step is not None and on_step(step, self.seconds):
+                break
+        bar.close()
+        train_psnr = float(mse_to_psnr(torch.tensor(self.last_loss)))
+        return TrainSummary(self.step, self.seconds, self.last_loss, train_psnr, self.eval_psnr)
+
+    def train_step(self, step: int) -> None:
+        """One optimizer step; ``step`` counts from 1."""
+        model, data, generator = self.model, self.data, self.generator
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(step - 1, self.config.steps - 1, self.lr0, self.lr_final)
         model.before_step(step - 1, generator)
         n_rays = model.rays_per_batch()
+        per_view = data.pixels_per_view
         if n_rays is None:  # one whole random image
-            view = int(torch.randint(n_views, (1,), device=device, generator=generator))
-            index = torch.arange(view * per_view, (view + 1) * per_view, device=device)
+            view = int(torch.randint(self.n_views, (1,), device=self.device, generator=generator))
+            index = torch.arange(view * per_view, (view + 1) * per_view, device=self.device)
         else:
-            index = torch.randint(n_views * per_view, (n_rays,), device=device, generator=generator)
+            index = torch.randint(self.n_views * per_view, (n_rays,), device=self.device, generator=generator)
         out = model.render_rays(data.rays[index], randomized=True, generator=generator)
         target = data.colors[index]
         mse = F.mse_loss(out.rgb, target)
         loss = mse
         if out.coarse_rgb is not None:
             loss = loss + F.mse_loss(out.coarse_rgb, target)
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        loss_sum += mse.detach()
-        loss_count += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds += time.perf_counter() - started
+        self.optimizer.step()
+        self.loss_sum += mse.detach()
+        self.loss_count += 1
 
-        if step % config.log_every == 0 or step == config.steps:
-            last_loss = float(loss_sum) / loss_count
-            loss_sum.zero_()
-            loss_count = 0
-            if not math.isfinite(last_loss):
-                raise TrainingError(f"training diverged at step {step} (loss {last_loss}); lower train.lr")
-            train_psnr = float(mse_to_psnr(torch.tensor(last_loss)))
-            bar.set_postfix(psnr=f"{train_psnr:.2f}")
-            if live is not None:
-                live.step = step
-                live.log_metric("train/loss", last_loss)
-                live.log_metric("train/psnr", train_psnr)
-                live.log_metric("train/seconds", seconds)
-        if eval_views is not None and eval_views.n_views > 0 and (step % config.eval_every == 0 or step == config.steps):
-            eval_psnr = evaluate_views(model, eval_views, chunk, device)
-            if live is not None:
-                live.step = step
-                live.log_metric("eval/psnr", eval_psnr)
-        if live is not None and (step % config.log_every == 0 or step == config.steps):
-            live.next_step()
-        if on_step is not None and on_step(step, seconds):
-            break
-    bar.close()
-    return TrainSummary(step, seconds, last_loss, float(mse_to_psnr(torch.tensor(last_loss))), eval_psnr)
+    def log(self, step: int, bar: tqdm) -> None:
+        """Mean loss and train PSNR since the last log, to the bar and DVCLive."""
+        self.last_loss = float(self.loss_sum) / self.loss_count
+        self.loss_sum.zero_()
+        self.loss_count = 0
+        if not math.isfinite(self.last_loss):
+            raise TrainingError(f"training diverged at step {step} (loss {self.last_loss}); lower train.lr")
+        train_psnr = float(mse_to_psnr(torch.tensor(self.last_loss)))
+        bar.set_postfix(psnr=f"{train_psnr:.2f}")
+        if self.live is not None:
+            self.live.step = step
+            self.live.log_metric("train/loss", self.last_loss)
+            self.live.log_metric("train/psnr", train_psnr)
+            self.live.log_metric("train/seconds", self.seconds)
 
 
 # --------------------------------------------------------------------------- checkpoints

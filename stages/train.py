@@ -1,9 +1,11 @@
 """Train stage: fit the configured model kind to the training views.
 
-python stages/train.py --split data/split --out models --live metrics/train
+python stages/train.py --split data/split --out models --live metrics/train --checkpoints checkpoints
 
 Writes ``<out>/model.pt`` (weights and the config that built them) and the DVCLive logs
-in ``<live>``; both appear only when training finishes.
+in ``<live>``; both appear only when training finishes. Every ``train.checkpoint_every``
+steps the whole training state goes to ``<checkpoints>/last.pt`` (kept between runs): a
+killed run started again with the same inputs resumes from it, with the same result.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 import torch
 from dvclive import Live
 
-from nerf.config import load_params
+from nerf import resume
+from nerf.config import load_params, to_dict
 from nerf.errors import run_stage
 from nerf.io import atomic_dir
 from nerf.models import build_model
@@ -27,11 +30,12 @@ def main() -> None:
     parser.add_argument("--split", type=Path, required=True, help="split folder (train.npz, test.npz)")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--live", type=Path, required=True, help="DVCLive log folder to write")
+    parser.add_argument("--checkpoints", type=Path, required=True, help="folder of the resumable checkpoint")
     args = parser.parse_args()
 
     params = load_params("params.yaml")
-    train_views = load_views(args.split / "train.npz")
-    test_views = load_views(args.split / "test.npz")
+    inputs = [args.split / "train.npz", args.split / "test.npz"]
+    train_views, test_views = (load_views(path) for path in inputs)
     device = pick_device(params.train.device)
     torch.manual_seed(params.train.seed)
     model = build_model(
@@ -41,9 +45,30 @@ def main() -> None:
     print(f"train: {params.model.kind} on {device}, {train_views.n_views} views of "
           f"{train_views.width}x{train_views.height}, {params.train.steps} steps")
 
+    # What a checkpoint must share with this run to be resumed: the params this stage reads
+    # (how often checkpoints are written does not change the result), inputs, code.
+    shaping = {
+        "data": {"near": params.data.near, "far": params.data.far},
+        "model": to_dict(params.model),
+        "train": {k: v for k, v in to_dict(params.train).items() if k != "checkpoint_every"},
+        "render": {"chunk": params.render.chunk},
+    }
+    fingerprint = resume.fingerprint(shaping, inputs, device)
+    checkpoint = args.checkpoints / resume.CHECKPOINT
+    start = resume.load(checkpoint, fingerprint, params.train.steps)
+    print(f"train: {start.message}")
+    args.checkpoints.mkdir(parents=True, exist_ok=True)
+
     with atomic_dir(args.live) as live_dir, atomic_dir(args.out) as out_dir:
-        with Live(str(live_dir), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-            summary = train(model, train_views, held_out, params.train, device, live, params.render.chunk)
+        resume.restore_files(start.logs, live_dir)
+        with Live(str(live_dir), resume=start.state is not None, save_dvc_exp=False, dvcyaml=None,
+                  report=None) as live:
+
+            def save(state: dict) -> None:
+                resume.save(checkpoint, state, fingerprint, resume.snapshot_files(live_dir))
+
+            summary = train(model, train_views, held_out, params.train, device, live, params.render.chunk,
+                            resume=start.state, on_checkpoint=save)
             live.log_metric("train/steps_per_second", summary.steps / summary.seconds, plot=False)
         save_checkpoint(out_dir / "model.pt", model, params.model, {"train_summary": summary._asdict()})
     eval_text = f", held-out PSNR {summary.eval_psnr:.2f} dB" if summary.eval_psnr is not None else ""

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,9 +39,12 @@ SMALL = {
 }
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def run(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600, check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -140,3 +146,63 @@ def test_bad_param_fails_cleanly_and_keeps_outputs(repo_copy):
     assert result.returncode != 0
     assert "split.test_fraction must be < 1" in result.stderr + result.stdout
     assert (repo_copy / "data/split/manifest.json").read_text() == manifest
+
+
+def _commit(repo: Path, message: str) -> None:
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=repo)
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=repo)
+
+
+def _trained(repo: Path) -> tuple[dict, dict[str, str]]:
+    """The trained weights and the DVCLive history files of the train stage."""
+    weights = torch.load(repo / "models/model.pt", weights_only=True)["state_dict"]
+    history = {
+        str(p.relative_to(repo)): p.read_text()
+        for p in sorted((repo / "metrics/train/plots").rglob("*.tsv"))
+        if "seconds" not in p.name  # wall-clock time differs from run to run
+    }
+    return weights, history
+
+
+def test_killed_training_resumes_to_the_same_result(repo_copy):
+    steps = 150
+    set_params(repo_copy / "params.yaml", {"train.steps": steps, "train.checkpoint_every": 20, "train.eval_every": 50})
+    _commit(repo_copy, "longer training")
+    run("dvc", "repro", "split", cwd=repo_copy)
+    checkpoint = repo_copy / "checkpoints/last.pt"
+
+    # Kill `dvc repro` and its training process as soon as the first checkpoint is written.
+    log = repo_copy.parent / "killed.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo_copy, env=_env(), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, f"training ended before it could be killed:\n{log.read_text()[-2000:]}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = torch.load(checkpoint, weights_only=True)["state"]["step"]
+    assert 0 < killed_at < steps
+    assert not (repo_copy / "models/model.pt").exists()
+
+    # The next repro resumes from it, and cleans up what the killed run left half-written.
+    resumed = run("dvc", "repro", "train", cwd=repo_copy).stdout
+    assert f"resuming from checkpoints/last.pt at step {killed_at} of {steps}" in resumed
+    assert not list(repo_copy.glob(".models.tmp-*")) and not list((repo_copy / "metrics").glob(".train.tmp-*"))
+    weights, history = _trained(repo_copy)
+    assert "up to date" in run("dvc", "status", "train", cwd=repo_copy).stdout
+
+    # An uninterrupted run from scratch gives the same weights and history, bit for bit.
+    shutil.rmtree(checkpoint.parent)
+    fresh = run("dvc", "repro", "--force", "--single-item", "train", cwd=repo_copy).stdout
+    assert "training from step 0" in fresh
+    weights_again, history_again = _trained(repo_copy)
+    assert history_again == history and len(history) == 3  # train loss and psnr, eval psnr
+    assert weights_again.keys() == weights.keys()
+    assert all(torch.equal(weights_again[k], weights[k]) for k in weights)
+
+    # A changed param invalidates the checkpoint: training starts over and says why.
+    set_params(repo_copy / "params.yaml", {"train.lr": 0.005})
+    changed = run("dvc", "repro", "train", cwd=repo_copy).stdout
+    assert "starting over from step 0" in changed and "train.lr: None -> 0.005" in changed

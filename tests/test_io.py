@@ -1,0 +1,54 @@
+"""Atomic writes and digests."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nerf.io import atomic_dir, atomic_file, sha256_file
+
+
+def test_atomic_dir_replaces_on_success_and_keeps_the_old_on_failure(tmp_path) -> None:
+    target = tmp_path / "out"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+        assert not target.exists()
+    assert (target / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("two")
+        raise RuntimeError("stage failed")
+    assert (target / "a.txt").read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_temporaries_of_killed_processes_are_removed_on_the_next_write(tmp_path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    stale_dir = tmp_path / f".out.tmp-{dead_pid}-abc"
+    stale_dir.mkdir()
+    stale_file = tmp_path / f".model.pt.tmp-{dead_pid}-xyz.pt"
+    stale_file.write_bytes(b"half")
+    ours = tmp_path / f".out.tmp-{os.getpid()}-live"  # a running process's: kept
+    ours.mkdir()
+    other = tmp_path / ".outer.tmp-1-x"  # another output's: not touched
+    other.mkdir()
+
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "a").write_text("x")
+    with atomic_file(tmp_path / "model.pt") as tmp:
+        tmp.write_bytes(b"whole")
+    assert not stale_dir.exists() and not stale_file.exists()
+    assert ours.exists() and other.exists()
+    assert (tmp_path / "model.pt").read_bytes() == b"whole"
+
+
+def test_sha256_file_matches_hashlib(tmp_path) -> None:
+    data = os.urandom(3 * 1024 + 7)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    assert sha256_file(path, chunk=1024) == hashlib.sha256(data).hexdigest()

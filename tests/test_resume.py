@@ -1,0 +1,80 @@
+"""The train stage's checkpoint: fingerprints, and when a run may resume from one."""
+
+from __future__ import annotations
+
+import torch
+
+from nerf import resume
+
+CPU = torch.device("cpu")
+PARAMS = {"model": {"kind": "fast", "fast": {"levels": 8}}, "train": {"steps": 100, "lr": None}}
+
+
+def _fingerprint(tmp_path, params=PARAMS, data: bytes = b"views"):
+    views = tmp_path / "train.npz"
+    views.write_bytes(data)
+    return resume.fingerprint(params, [views], CPU)
+
+
+def _state(step: int) -> dict:
+    return {"step": step, "weights": torch.arange(4.0)}
+
+
+def test_flatten_names_every_leaf_by_its_dotted_key() -> None:
+    assert resume.flatten(PARAMS) == {
+        "model.kind": "'fast'", "model.fast.levels": "8", "train.steps": "100", "train.lr": "None",
+    }
+
+
+def test_fingerprint_covers_params_input_bytes_code_and_device(tmp_path) -> None:
+    base = _fingerprint(tmp_path)
+    assert base == _fingerprint(tmp_path)
+    assert base["device"] == "cpu" and base["torch version"] == torch.__version__
+    assert len(base["code of the nerf package"]) == 64
+    other_data = _fingerprint(tmp_path, data=b"other views")
+    assert resume.differences(base, other_data) == [f"file {tmp_path / 'train.npz'} changed"]
+    other_params = _fingerprint(tmp_path, params={**PARAMS, "train": {"steps": 200, "lr": 0.005}})
+    assert resume.differences(base, other_params) == ["train.lr: None -> 0.005", "train.steps: 100 -> 200"]
+
+
+def test_load_resumes_only_a_checkpoint_with_the_same_fingerprint(tmp_path) -> None:
+    path = tmp_path / "checkpoints" / resume.CHECKPOINT
+    fingerprint = _fingerprint(tmp_path)
+
+    first = resume.load(path, fingerprint, steps=100)
+    assert first.state is None and "no checkpoint" in first.message and str(path) in first.message
+
+    logs = {"metrics.json": "{}\n", "plots/metrics/train/psnr.tsv": "step\tpsnr\n10\t12.5\n"}
+    resume.save(path, _state(40), fingerprint, logs)
+    again = resume.load(path, fingerprint, steps=100)
+    assert again.state["step"] == 40 and torch.equal(again.state["weights"], torch.arange(4.0))
+    assert again.logs == logs
+    assert again.message == f"resuming from {path} at step 40 of 100"
+
+    changed = dict(fingerprint, **{"train.steps": "200"})
+    other = resume.load(path, changed, steps=200)
+    assert other.state is None and other.logs == {}
+    assert "train.steps: 100 -> 200" in other.message and "starting over" in other.message
+
+    resume.save(path, _state(100), fingerprint, logs)
+    done = resume.load(path, fingerprint, steps=100)
+    assert done.state["step"] == 100 and "nothing left to train" in done.message
+
+
+def test_an_unreadable_checkpoint_starts_over_and_says_so(tmp_path) -> None:
+    path = tmp_path / resume.CHECKPOINT
+    path.write_bytes(b"not a torch file")
+    result = resume.load(path, _fingerprint(tmp_path), steps=10)
+    assert result.state is None and "unreadable" in result.message and str(path) in result.message
+
+
+def test_log_files_round_trip(tmp_path) -> None:
+    source = tmp_path / "live"
+    (source / "plots/metrics/eval").mkdir(parents=True)
+    (source / "metrics.json").write_text('{"step": 3}\n')
+    (source / "plots/metrics/eval/psnr.tsv").write_text("step\tpsnr\n3\t20.0\n")
+    files = resume.snapshot_files(source)
+    assert set(files) == {"metrics.json", "plots/metrics/eval/psnr.tsv"}
+    target = tmp_path / "restored"
+    resume.restore_files(files, target)
+    assert resume.snapshot_files(target) == files
