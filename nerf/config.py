@@ -187,6 +187,31 @@ class RenderConfig:
 
 
 @dataclass(frozen=True)
+class VideoConfig:
+    """The orbit video: a camera path around the scene's centre (the point the test cameras
+    look at), rendered with the test views' camera."""
+
+    # orbit: a circle at a fixed elevation; spiral: the elevation swings by +-amplitude.
+    path: Literal["orbit", "spiral"] = "orbit"
+    frames: int = _range(48, ge=1)
+    fps: float = _range(24.0, gt=0.0)
+    # Distance from the centre; null: the test cameras' mean distance.
+    radius: float | None = _range(None, gt=0.0)
+    # Degrees above the horizontal plane (world z up).
+    elevation: float = _range(30.0, ge=-89.0, le=89.0)
+    amplitude: float = _range(15.0, ge=0.0, le=89.0)
+    turns: float = _range(1.0, gt=0.0)
+    # Frame width in pixels (height by the test views' aspect); null: the test views' width.
+    width: int | None = _range(None, ge=8)
+
+    def __post_init__(self) -> None:
+        if self.path == "spiral" and abs(self.elevation) + self.amplitude > 89.0:
+            raise ConfigError(
+                f"video.elevation={self.elevation} +- video.amplitude={self.amplitude} leaves (-89, 89) degrees"
+            )
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     ssim_kernel: int = _range(11, ge=3)
     ssim_sigma: float = _range(1.5, gt=0.0)
@@ -208,6 +233,7 @@ class Params:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 

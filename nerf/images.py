@@ -81,6 +81,12 @@ def colorize(values: np.ndarray, lo: float, hi: float, cmap: str = "turbo") -> n
     return matplotlib.colormaps[cmap](t)[..., :3].astype(np.float32)
 
 
+def depth_image(depth: np.ndarray, opacity: np.ndarray, near: float, far: float) -> np.ndarray:
+    """(h, w) expected depth and opacity -> (h, w, 3) turbo colours over [near, far]; where
+    the ray sees through to the background, the far plane's colour."""
+    return colorize(depth + (1 - opacity) * far, near, far)
+
+
 def side_by_side(
     truth: np.ndarray, pred: np.ndarray, gap: int = 4, error_max: float = 0.25, cmap: str = "inferno"
 ) -> np.ndarray:

@@ -8,6 +8,7 @@ are depths.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -26,6 +27,12 @@ class Rays(NamedTuple):
 
     def to(self, device: torch.device | str) -> Rays:
         return Rays(self.origins.to(device), self.directions.to(device))
+
+
+def focal_from_angle(camera_angle_x: float, width: int) -> float:
+    """Focal length in pixels of a camera ``width`` pixels wide with horizontal field of
+    view ``camera_angle_x`` radians (the Blender files' convention)."""
+    return 0.5 * width / math.tan(0.5 * camera_angle_x)
 
 
 def camera_directions(

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from nerf.errors import DataError
+from nerf.rays import focal_from_angle
 
 BLENDER_SUBSETS = ("train", "val", "test")
 FORMATS = ("auto", "npz", "blender")
@@ -210,7 +211,7 @@ def load_blender(folder: str | Path) -> Scene:
     return Scene(
         images=stack,
         poses=np.stack([pose for _, _, pose in frames]).astype(np.float32),
-        focal=0.5 * width / math.tan(0.5 * angle),
+        focal=focal_from_angle(angle, width),
         names=tuple(str(PurePosixPath(rel).with_suffix("")) for _, rel, _ in frames),
         subsets=tuple(subset for subset, _, _ in frames),
     )

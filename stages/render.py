@@ -1,9 +1,12 @@
 """Render stage: every test view as PNG, with side-by-side, depth and opacity images.
 
 python stages/render.py --model models/model.pt --test data/split/test.npz --out renders
+python stages/render.py --model models/model.pt --test data/split/test.npz --poses cameras.json --out novel
 
 Writes ``<out>/{rgb,compare,depth,opacity}/<view_filename>``; the folder appears only when
-every view is done.
+every view is done. With ``--poses`` (a JSON file of camera poses in the Blender
+``transform_matrix`` convention) it renders those poses instead, with the test views'
+camera (or the file's ``camera_angle_x``), and writes rgb, depth and opacity.
 """
 
 from __future__ import annotations
@@ -11,14 +14,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
+from nerf.camera_path import read_poses
 from nerf.config import load_params
 from nerf.errors import run_stage
-from nerf.images import colorize, side_by_side, view_filename, write_png
+from nerf.images import colorize, depth_image, side_by_side, view_filename, write_png
 from nerf.io import atomic_dir
 from nerf.models import render_image
+from nerf.rays import focal_from_angle
 from nerf.training import deterministic, load_checkpoint, pick_device
 from nerf.views import load_views
 
@@ -27,6 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="checkpoint (models/model.pt)")
     parser.add_argument("--test", type=Path, required=True, help="test views (data/split/test.npz)")
+    parser.add_argument("--poses", type=Path, help="JSON file of camera poses to render instead of the test views")
     parser.add_argument("--out", type=Path, required=True, help="renders folder to write")
     args = parser.parse_args()
 
@@ -35,19 +42,27 @@ def main() -> None:
     model, _ = load_checkpoint(args.model, device)
     model.eval()
     views = load_views(args.test)
+    height, width, focal = views.height, views.width, views.focal
+    if args.poses is None:
+        poses, names, truths = views.poses, views.names, list(views.images)
+    else:
+        requested = read_poses(args.poses)
+        poses, names, truths = requested.poses, requested.names, [None] * len(requested.poses)
+        if requested.camera_angle_x is not None:
+            focal = focal_from_angle(requested.camera_angle_x, width)
     with atomic_dir(args.out) as out, deterministic(device):
-        for i in tqdm(range(views.n_views), desc="render", unit="view", dynamic_ncols=True):
-            pose = torch.from_numpy(views.poses[i]).to(device)
-            result = render_image(model, pose, views.height, views.width, views.focal, params.render.chunk)
+        for i in tqdm(range(len(poses)), desc="render", unit="view", dynamic_ncols=True):
+            pose = torch.from_numpy(np.ascontiguousarray(poses[i])).to(device)
+            result = render_image(model, pose, height, width, focal, params.render.chunk)
             rgb = result.rgb.clamp(0, 1).cpu().numpy()
-            name = view_filename(i, views.names[i])
+            opacity = result.opacity.cpu().numpy()
+            name = view_filename(i, names[i])
             write_png(out / "rgb" / name, rgb)
-            write_png(out / "compare" / name, side_by_side(views.images[i], rgb))
-            # Where the ray sees through to the background, show the far plane.
-            depth = (result.depth + (1 - result.opacity) * model.far).cpu().numpy()
-            write_png(out / "depth" / name, colorize(depth, model.near, model.far))
-            write_png(out / "opacity" / name, colorize(result.opacity.cpu().numpy(), 0.0, 1.0, "viridis"))
-    print(f"render: {views.n_views} views of {views.width}x{views.height} -> {args.out}")
+            if truths[i] is not None:
+                write_png(out / "compare" / name, side_by_side(truths[i], rgb))
+            write_png(out / "depth" / name, depth_image(result.depth.cpu().numpy(), opacity, model.near, model.far))
+            write_png(out / "opacity" / name, colorize(opacity, 0.0, 1.0, "viridis"))
+    print(f"render: {len(poses)} views of {width}x{height} -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -36,6 +38,8 @@ SMALL = {
     "model.nerf.coarse_samples": 16,
     "model.nerf.fine_samples": 16,
     "model.nerf.rays_per_batch": 256,
+    "video.frames": 6,
+    "video.width": 32,
 }
 
 
@@ -99,6 +103,35 @@ def psnrs_in(exp_show: list) -> list[float]:
     return found
 
 
+def check_videos_and_novel_poses(repo: Path) -> None:
+    """The video stage's orbit, and rendering poses from a JSON file, in a repro'd repository."""
+    gif = iio.imread(repo / "videos/video.gif")
+    assert gif.shape[:3] == (6, 32, 32 + 4 + 32)  # frames, colour | gap | depth at video.width
+    assert iio.immeta(repo / "videos/video.mp4")["codec"] == "h264"
+    assert len(iio.imread(repo / "videos/video.mp4")) == 6
+    assert np.abs(np.diff(gif[..., :32, :3].astype(float), axis=0)).mean() > 1  # the view moves
+
+    test = np.load(repo / "data/split/test.npz")
+    poses = {"camera_angle_x": 0.5, "frames": [
+        {"transform_matrix": test["poses"][i].tolist(), "file_path": f"cam_{i}"} for i in (0, 3)
+    ]}
+    (repo / "cams.json").write_text(json.dumps(poses))
+    run("python", "stages/render.py", "--model", "models/model.pt", "--test", "data/split/test.npz",
+        "--poses", "cams.json", "--out", "novel", cwd=repo)
+    assert sorted(p.name for p in (repo / "novel/rgb").iterdir()) == ["000_cam_0.png", "001_cam_3.png"]
+    assert sorted(p.name for p in (repo / "novel").iterdir()) == ["depth", "opacity", "rgb"]
+    run("python", "stages/video.py", "--model", "models/model.pt", "--test", "data/split/test.npz",
+        "--poses", "cams.json", "--out", "novel_video", cwd=repo)
+    assert iio.imread(repo / "novel_video/video.gif").shape[0] == 2
+
+    (repo / "bad.json").write_text('{"frames": [{"transform_matrix": [1, 2]}]}')
+    bad = run("python", "stages/render.py", "--model", "models/model.pt", "--test", "data/split/test.npz",
+              "--poses", "bad.json", "--out", "novel", cwd=repo, check=False)
+    assert bad.returncode == 1
+    assert "error: bad.json: frames[0]: expected transform_matrix as a 4x4" in bad.stderr
+    assert (repo / "novel/rgb/000_cam_0.png").is_file()  # the earlier renders are intact
+
+
 def test_repro_then_experiment_then_show(repo_copy):
     run("dvc", "repro", cwd=repo_copy)
     metrics = json.loads((repo_copy / "metrics/eval.json").read_text())
@@ -108,6 +141,7 @@ def test_repro_then_experiment_then_show(repo_copy):
     assert (repo_copy / "models/model.pt").is_file()
     assert (repo_copy / "metrics/train/metrics.json").is_file()
     assert "up to date" in run("dvc", "status", cwd=repo_copy).stdout
+    check_videos_and_novel_poses(repo_copy)
 
     # dvc metrics / plots work on what the pipeline wrote.
     shown = run("dvc", "metrics", "show", "--json", cwd=repo_copy).stdout

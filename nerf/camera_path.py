@@ -1,0 +1,131 @@
+"""Novel camera poses: circular and spiral paths around the scene, or poses from a JSON file.
+
+Poses are (n, 4, 4) camera-to-world matrices in the data sets' convention (``nerf.rays``):
+the camera looks down its -z axis with y up. Paths orbit ``center`` about the world z axis
+(the Blender scenes' up), elevation measured from the horizontal plane.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from nerf.errors import DataError
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> np.ndarray:
+    """(4, 4) camera-to-world pose at ``eye`` (3,) looking at ``target`` (3,), with the
+    image's up as close to ``up`` (default world +z) as the view direction allows."""
+    up = np.array([0.0, 0.0, 1.0]) if up is None else np.asarray(up, dtype=np.float64)
+    eye, target = np.asarray(eye, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    forward = target - eye
+    if np.linalg.norm(forward) == 0:
+        raise ValueError("look_at: eye and target coincide")
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    if np.linalg.norm(right) < 1e-9:  # looking straight along up: any right will do
+        right = np.cross(forward, [0.0, 1.0, 0.0] if abs(forward[1]) < 0.9 else [1.0, 0.0, 0.0])
+    right /= np.linalg.norm(right)
+    camera_up = np.cross(right, forward)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, camera_up, -forward, eye
+    return pose
+
+
+def orbit(
+    frames: int, radius: float, elevation: float, center: np.ndarray, amplitude: float = 0.0, turns: float = 1.0
+) -> np.ndarray:
+    """(frames, 4, 4) poses on ``turns`` circles about the z axis through ``center``, at
+    ``radius`` and ``elevation`` degrees; with ``amplitude`` > 0 a spiral whose elevation
+    swings by +-amplitude degrees (one full swing over the path) so that the scene is seen
+    from above and below its mean height. The path closes: the frame after the last is the first."""
+    if frames < 1:
+        raise ValueError(f"orbit needs at least 1 frame, got {frames}")
+    center = np.asarray(center, dtype=np.float64)
+    phase = np.arange(frames) / frames
+    azimuth = 2 * math.pi * turns * phase
+    height = np.radians(elevation + amplitude * np.sin(2 * math.pi * phase))
+    eyes = center + radius * np.stack(
+        [np.cos(height) * np.cos(azimuth), np.cos(height) * np.sin(azimuth), np.sin(height)], axis=-1
+    )
+    return np.stack([look_at(eye, center) for eye in eyes]).astype(np.float32)
+
+
+def look_target(poses: np.ndarray) -> np.ndarray:
+    """The point (3,) closest, in least squares, to every camera's optical axis: the centre
+    of what (n, 4, 4) ``poses`` look at. Falls back to the cameras' centroid when the axes
+    are (nearly) parallel."""
+    origins = poses[:, :3, 3].astype(np.float64)
+    axes = -poses[:, :3, 2].astype(np.float64)
+    axes /= np.linalg.norm(axes, axis=-1, keepdims=True)
+    projectors = np.eye(3)[None] - axes[:, :, None] * axes[:, None, :]  # onto each axis' normal plane
+    a = projectors.sum(axis=0)
+    b = (projectors @ origins[:, :, None]).sum(axis=0)[:, 0]
+    if np.linalg.cond(a) > 1e6:
+        return origins.mean(axis=0)
+    return np.linalg.solve(a, b)
+
+
+def video_path(
+    kind: str, frames: int, radius: float | None, elevation: float, amplitude: float, turns: float,
+    around: np.ndarray,
+) -> np.ndarray:
+    """(frames, 4, 4) poses of the ``orbit`` or ``spiral`` path around what the cameras
+    ``around`` (n, 4, 4) look at, at ``radius`` (None: their mean distance from it)."""
+    center = look_target(around)
+    if radius is None:
+        radius = float(np.linalg.norm(around[:, :3, 3] - center, axis=-1).mean())
+    swing = amplitude if kind == "spiral" else 0.0
+    return orbit(frames, radius, elevation, center, swing, turns)
+
+
+class PoseFile(NamedTuple):
+    poses: np.ndarray  # (n, 4, 4) float32 camera-to-world
+    names: tuple[str, ...]  # one per pose: its file_path if given, else pose_<i>
+    camera_angle_x: float | None  # horizontal field of view (radians) if the file gives one
+
+
+def read_poses(path: str | Path) -> PoseFile:
+    """Camera poses from a JSON file in the Blender ``transforms_*.json`` convention:
+    ``{"camera_angle_x": 0.69, "frames": [{"transform_matrix": [[...4x4...]], "file_path": "a"}]}``;
+    ``camera_angle_x`` and ``file_path`` are optional. Errors name the file and frame."""
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; expected a JSON file of camera poses") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: malformed JSON ({err})") from None
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    if not isinstance(frames, list) or not frames:
+        raise DataError(f'{path}: expected {{"frames": [{{"transform_matrix": 4x4}}, ...]}} with at least one frame')
+    angle = meta.get("camera_angle_x")
+    if angle is not None and (isinstance(angle, bool) or not isinstance(angle, (int, float)) or not 0 < angle < math.pi):
+        raise DataError(f"{path}: camera_angle_x must be an angle in (0, pi) radians, got {angle!r}")
+    poses, names = [], []
+    for i, frame in enumerate(frames):
+        where = f"{path}: frames[{i}]"
+        matrix = frame.get("transform_matrix") if isinstance(frame, dict) else None
+        try:
+            pose = np.asarray(matrix, dtype=np.float64)
+        except (TypeError, ValueError):
+            pose = np.zeros(0)
+        if pose.shape not in ((4, 4), (3, 4)):
+            raise DataError(f"{where}: expected transform_matrix as a 4x4 (or 3x4) list of numbers")
+        if not np.isfinite(pose).all():
+            raise DataError(f"{where}: transform_matrix must be finite")
+        rotation = pose[:3, :3]
+        if abs(np.linalg.det(rotation)) < 1e-6:
+            raise DataError(f"{where}: transform_matrix has a singular rotation; expected camera-to-world")
+        full = np.eye(4)
+        full[: pose.shape[0]] = pose
+        poses.append(full)
+        name = frame.get("file_path")
+        names.append(str(name) if isinstance(name, str) and name else f"pose_{i:03d}")
+    return PoseFile(np.stack(poses).astype(np.float32), tuple(names), None if angle is None else float(angle))

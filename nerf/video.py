@@ -1,0 +1,37 @@
+"""Videos of rendered camera paths: colour and depth side by side, as MP4 (H.264, through
+imageio's ffmpeg plugin) and as a looping GIF (Pillow)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+from nerf.io import atomic_file
+
+
+def video_frame(rgb: np.ndarray, depth: np.ndarray, gap: int = 4) -> np.ndarray:
+    """``rgb | depth`` (two (h, w, 3) floats in [0, 1]) as one uint8 frame, padded with white
+    to even width and height (H.264 with 4:2:0 chroma needs both)."""
+    if rgb.shape != depth.shape or rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected two (h, w, 3) images of one shape, got {rgb.shape} and {depth.shape}")
+    sep = np.ones((rgb.shape[0], gap, 3), dtype=np.float32)
+    frame = np.concatenate([rgb, sep, depth], axis=1)
+    pad_h, pad_w = frame.shape[0] % 2, frame.shape[1] % 2
+    frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=1.0)
+    return np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_mp4(path: str | Path, frames: Sequence[np.ndarray], fps: float) -> None:
+    """(h, w, 3) uint8 frames (even h and w) -> H.264 MP4, atomically."""
+    with atomic_file(path) as tmp:
+        iio.imwrite(tmp, np.stack(frames), extension=".mp4", fps=fps, codec="libx264", quality=8,
+                    macro_block_size=2)
+
+
+def write_gif(path: str | Path, frames: Sequence[np.ndarray], fps: float) -> None:
+    """(h, w, 3) uint8 frames -> a GIF that loops forever, atomically."""
+    with atomic_file(path) as tmp:
+        iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)

@@ -1,0 +1,72 @@
+"""Video stage: an orbit (or spiral) of the trained scene, colour and depth side by side.
+
+python stages/video.py --model models/model.pt --test data/split/test.npz --out videos
+python stages/video.py --model models/model.pt --test data/split/test.npz --poses path.json --out my_video
+
+Writes ``<out>/video.mp4`` and ``<out>/video.gif`` (the folder appears only when both are
+done). The path is ``params.yaml``'s ``video`` section, around the point the test cameras
+look at; ``--poses`` follows the poses of a JSON file (Blender ``transform_matrix``
+convention) instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nerf.camera_path import read_poses, video_path
+from nerf.config import load_params
+from nerf.errors import run_stage
+from nerf.images import depth_image
+from nerf.io import atomic_dir
+from nerf.models import render_image
+from nerf.rays import focal_from_angle
+from nerf.training import deterministic, load_checkpoint, pick_device
+from nerf.video import video_frame, write_gif, write_mp4
+from nerf.views import load_views
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="checkpoint (models/model.pt)")
+    parser.add_argument("--test", type=Path, required=True, help="test views: their camera and where they look")
+    parser.add_argument("--poses", type=Path, help="JSON file of camera poses to follow instead of the orbit")
+    parser.add_argument("--out", type=Path, required=True, help="video folder to write")
+    args = parser.parse_args()
+
+    params = load_params("params.yaml")
+    config = params.video
+    device = pick_device(params.train.device)
+    model, _ = load_checkpoint(args.model, device)
+    model.eval()
+    views = load_views(args.test)
+    width = config.width or views.width
+    height = max(1, round(views.height * width / views.width))
+    focal = views.focal * width / views.width
+    if args.poses is None:
+        poses = video_path(config.path, config.frames, config.radius, config.elevation, config.amplitude,
+                           config.turns, views.poses)
+    else:
+        requested = read_poses(args.poses)
+        poses = requested.poses
+        if requested.camera_angle_x is not None:
+            focal = focal_from_angle(requested.camera_angle_x, width)
+
+    frames = []
+    with deterministic(device):
+        for pose in tqdm(poses, desc="video", unit="frame", dynamic_ncols=True):
+            result = render_image(model, torch.from_numpy(pose).to(device), height, width, focal, params.render.chunk)
+            depth = depth_image(result.depth.cpu().numpy(), result.opacity.cpu().numpy(), model.near, model.far)
+            frames.append(video_frame(result.rgb.clamp(0, 1).cpu().numpy(), depth))
+    with atomic_dir(args.out) as out:
+        write_mp4(out / "video.mp4", frames, config.fps)
+        write_gif(out / "video.gif", frames, config.fps)
+    print(f"video: {len(frames)} frames of {width}x{height} (colour | depth) at {config.fps:g} fps -> "
+          f"{args.out}/video.mp4, video.gif")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,111 @@
+"""Novel camera poses: look-at, orbit and spiral paths, the scene centre, pose files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nerf.camera_path import look_at, look_target, orbit, read_poses, video_path
+from nerf.errors import DataError
+from nerf.rays import project
+
+
+def _projects_to_centre(pose: np.ndarray, target: np.ndarray) -> None:
+    pixel, depth = project(torch.tensor(target[None], dtype=torch.float32), torch.from_numpy(pose).float(),
+                           50.0, 40, 60)
+    assert pixel[0].tolist() == pytest.approx([30.0, 20.0], abs=1e-4)
+    assert float(depth[0]) == pytest.approx(np.linalg.norm(pose[:3, 3] - target), rel=1e-5)
+
+
+def test_look_at_puts_the_target_at_the_image_centre_upright() -> None:
+    eye, target = np.array([3.0, -2.0, 1.5]), np.array([0.2, 0.1, -0.3])
+    pose = look_at(eye, target)
+    assert np.allclose(pose[:3, :3].T @ pose[:3, :3], np.eye(3), atol=1e-12)
+    assert np.linalg.det(pose[:3, :3]) == pytest.approx(1.0)
+    assert np.allclose(pose[:3, 3], eye)
+    _projects_to_centre(pose, target)
+    # Upright: the image's x axis is horizontal and its up axis points to +z.
+    assert abs(pose[2, 0]) < 1e-12 and pose[2, 1] > 0
+    # Straight down the z axis still gives a valid rotation.
+    down = look_at(np.array([0.0, 0.0, 4.0]), np.zeros(3))
+    assert np.linalg.det(down[:3, :3]) == pytest.approx(1.0)
+    _projects_to_centre(down, np.zeros(3))
+
+
+def test_orbit_circles_the_centre_at_radius_and_elevation() -> None:
+    center = np.array([0.5, -0.2, 0.1])
+    poses = orbit(12, 4.0, 30.0, center)
+    offsets = poses[:, :3, 3] - center
+    assert np.allclose(np.linalg.norm(offsets, axis=-1), 4.0, atol=1e-5)
+    assert np.allclose(np.degrees(np.arcsin(offsets[:, 2] / 4.0)), 30.0, atol=1e-3)
+    azimuth = np.degrees(np.unwrap(np.arctan2(offsets[:, 1], offsets[:, 0])))
+    assert np.allclose(np.diff(azimuth), 30.0, atol=1e-3)  # evenly around, one turn, not repeating frame 0
+    for pose in poses:
+        _projects_to_centre(pose.astype(np.float64), center)
+
+
+def test_spiral_swings_elevation_by_the_amplitude() -> None:
+    poses = orbit(40, 3.0, 20.0, np.zeros(3), amplitude=10.0)
+    elevation = np.degrees(np.arcsin(poses[:, 2, 3] / 3.0))
+    assert elevation.max() == pytest.approx(30.0, abs=0.1) and elevation.min() == pytest.approx(10.0, abs=0.1)
+
+
+def test_look_target_recovers_the_point_cameras_look_at() -> None:
+    rng = np.random.default_rng(0)
+    target = np.array([0.3, -0.4, 0.2])
+    eyes = rng.normal(size=(10, 3)) * 3 + np.array([0, 0, 2])
+    poses = np.stack([look_at(eye, target) for eye in eyes])
+    assert np.allclose(look_target(poses), target, atol=1e-9)
+    # Parallel axes meet nowhere: the cameras' centroid.
+    parallel = np.stack([look_at(np.array([x, 0.0, 5.0]), np.array([x, 0.0, 0.0])) for x in (0.0, 1.0, 2.0)])
+    assert np.allclose(look_target(parallel), [1.0, 0.0, 5.0])
+
+
+def test_video_path_defaults_to_the_cameras_distance() -> None:
+    around = orbit(8, 4.0, 45.0, np.array([0.1, 0.2, 0.0]))
+    path = video_path("spiral", 6, None, 10.0, 5.0, 1.0, around)
+    assert path.shape == (6, 4, 4)
+    assert np.allclose(np.linalg.norm(path[:, :3, 3] - [0.1, 0.2, 0.0], axis=-1), 4.0, atol=1e-4)
+    same_height = video_path("orbit", 6, 2.0, 10.0, 5.0, 1.0, around)  # orbit ignores the amplitude
+    assert np.allclose(same_height[:, 2, 3], 2.0 * math.sin(math.radians(10.0)), atol=1e-5)
+
+
+def test_read_poses_blender_convention(tmp_path) -> None:
+    pose = look_at(np.array([0.0, -4.0, 1.0]), np.zeros(3))
+    path = tmp_path / "cams.json"
+    path.write_text(json.dumps({"camera_angle_x": 0.7, "frames": [
+        {"transform_matrix": pose.tolist(), "file_path": "./front"},
+        {"transform_matrix": pose[:3].tolist()},
+    ]}))
+    poses = read_poses(path)
+    assert poses.camera_angle_x == 0.7 and poses.names == ("./front", "pose_001")
+    assert np.allclose(poses.poses, pose[None], atol=1e-6)
+    path.write_text(json.dumps({"frames": [{"transform_matrix": pose.tolist()}]}))
+    assert read_poses(path).camera_angle_x is None
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{", "malformed JSON"),
+    ('{"frames": []}', "at least one frame"),
+    ('[1, 2]', "at least one frame"),
+    ('{"frames": [{"transform_matrix": [[1, 0], [0, 1]]}]}', "frames[0]: expected transform_matrix as a 4x4"),
+    ('{"frames": [{"file_path": "a"}]}', "frames[0]: expected transform_matrix"),
+    ('{"frames": [{"transform_matrix": [[0,0,0,0],[0,0,0,0],[0,0,0,0],[0,0,0,1]]}]}', "singular rotation"),
+    ('{"camera_angle_x": 4, "frames": [{"transform_matrix": [[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]}]}',
+     "camera_angle_x must be an angle"),
+])
+def test_read_poses_names_the_file_and_what_is_wrong(tmp_path, content, message) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(DataError, match="bad.json") as err:
+        read_poses(path)
+    assert message in str(err.value)
+
+
+def test_read_poses_missing_file(tmp_path) -> None:
+    with pytest.raises(DataError, match="nope.json: file not found"):
+        read_poses(tmp_path / "nope.json")

@@ -1,0 +1,45 @@
+"""dvc.yaml: each stage lists, as dependencies, exactly the nerf modules its script uses,
+so that editing library code reruns the stages it affects and no others."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def nerf_imports(path: Path) -> set[str]:
+    """Module files of the nerf package that ``path`` imports directly."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "nerf":
+            if node.module == "nerf":  # from nerf import resume
+                found.update(f"nerf/{alias.name}.py" for alias in node.names)
+            else:
+                found.add(node.module.replace(".", "/") + ".py")
+        elif isinstance(node, ast.Import):
+            found.update(a.name.replace(".", "/") + ".py" for a in node.names if a.name.startswith("nerf."))
+    return found
+
+
+def closure(script: Path) -> set[str]:
+    todo, seen = [script], set()
+    while todo:
+        for module in nerf_imports(todo.pop()) - seen:
+            seen.add(module)
+            todo.append(REPO / module)
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_depends_on_exactly_the_modules_it_imports(name: str) -> None:
+    stage = STAGES[name]
+    script = stage["cmd"].split()[1]
+    assert script.startswith("stages/") and script in stage["deps"], stage["cmd"]
+    listed = {d for d in stage["deps"] if d.startswith("nerf/")}
+    assert listed == closure(REPO / script), f"stage {name}: listed deps differ from the imports of {script}"

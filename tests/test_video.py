@@ -1,0 +1,49 @@
+"""Video frames and files: MP4 and GIF written and read back."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from nerf.video import video_frame, write_gif, write_mp4
+
+
+def _frames(n: int = 6, h: int = 24, w: int = 20) -> list[np.ndarray]:
+    """A bright square moving across a dark image, colour | depth."""
+    frames = []
+    for i in range(n):
+        rgb = np.full((h, w, 3), 0.1, np.float32)
+        rgb[8:16, 2 + 2 * i : 8 + 2 * i] = [0.9, 0.6, 0.2]
+        depth = np.full((h, w, 3), 0.5, np.float32)
+        frames.append(video_frame(rgb, depth))
+    return frames
+
+
+def test_video_frame_is_colour_gap_depth_padded_to_even_size() -> None:
+    rgb = np.zeros((5, 7, 3), np.float32)
+    depth = np.ones((5, 7, 3), np.float32) * 0.5
+    frame = video_frame(rgb, depth, gap=3)
+    assert frame.dtype == np.uint8 and frame.shape == (6, 18, 3)  # 7 + 3 + 7 = 17 -> 18, 5 -> 6
+    assert (frame[:5, :7] == 0).all() and (frame[:5, 7:10] == 255).all() and (frame[:5, 10:17] == 128).all()
+    assert (frame[5] == 255).all() and (frame[:, 17] == 255).all()
+    with pytest.raises(ValueError, match="two"):
+        video_frame(rgb, depth[:4])
+
+
+def test_mp4_and_gif_hold_every_frame(tmp_path) -> None:
+    frames = _frames()
+    write_mp4(tmp_path / "v.mp4", frames, fps=12)
+    write_gif(tmp_path / "v.gif", frames, fps=12)
+    meta = iio.immeta(tmp_path / "v.mp4")
+    assert meta["codec"] == "h264" and meta["fps"] == 12.0 and meta["size"] == (44, 24)
+    video = iio.imread(tmp_path / "v.mp4")
+    assert video.shape == (6, 24, 44, 3)
+    # Lossy, but each decoded frame is nearest to its own source frame.
+    for i, decoded in enumerate(video):
+        errors = [np.abs(decoded.astype(float) - f).mean() for f in frames]
+        assert int(np.argmin(errors)) == i and errors[i] < 8
+    gif = iio.imread(tmp_path / "v.gif")
+    assert gif.shape[:3] == (6, 24, 44)
+    assert np.abs(gif[..., :3].astype(float) - np.stack(frames)).max() <= 8  # palette rounding
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.gif", "v.mp4"]  # no temporaries left
