@@ -5,7 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: pipeline test setup bench
+.PHONY: pipeline test setup bench experiments
+
+# `dvc exp show` trimmed to what a sweep compares: the params that differ (and always the
+# model kind and steps), test PSNR and SSIM, training seconds and steps/s; best PSNR first.
+# Column patterns match from the start of the name.
+EXP_DROP := Created|State|Executor|.*loss|train\.psnr|step$$|eval\.|psnr_m|n_views|models|renders|videos|checkpoints|data
+EXP_KEEP := model\.kind|train\.steps$$
 
 setup: $(VENV)/.installed
 
@@ -22,3 +28,9 @@ test: setup
 
 bench: setup
 	python -m bench.speed
+
+# Run after `dvc exp run --queue ...` and `dvc queue start` (see the README); EXP_ARGS adds
+# flags, e.g. EXP_ARGS=--md for a markdown table.
+experiments:
+	dvc exp show --only-changed --hide-workspace --sort-by metrics/eval.json:psnr --sort-order desc \
+	  --drop '$(EXP_DROP)' --keep '$(EXP_KEEP)' $(EXP_ARGS)

@@ -240,3 +240,31 @@ def test_killed_training_resumes_to_the_same_result(repo_copy):
     set_params(repo_copy / "params.yaml", {"train.lr": 0.005})
     changed = run("dvc", "repro", "train", cwd=repo_copy).stdout
     assert "starting over from step 0" in changed and "train.lr: None -> 0.005" in changed
+
+
+def test_queued_sweep_compares_in_one_sorted_table(repo_copy):
+    run("dvc", "repro", cwd=repo_copy)
+    _commit(repo_copy, "baseline")
+    run("dvc", "exp", "run", "--queue", "-n", "short", "-S", "train.steps=10", "-S", "train.lr=0.02", cwd=repo_copy)
+    run("dvc", "exp", "run", "--queue", "-n", "paper", "-S", "model.kind=nerf", cwd=repo_copy)
+    run("dvc", "queue", "start", "-j", "1", cwd=repo_copy)
+    deadline = time.monotonic() + 400
+    while True:
+        status = run("dvc", "queue", "status", cwd=repo_copy).stdout
+        if not any(word in status for word in ("Queued", "Running")) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+
+    # The README's comparison: the table of `make experiments`, as CSV.
+    lines = run("make", "-s", "experiments", "EXP_ARGS=--csv", cwd=repo_copy).stdout.strip().splitlines()
+    header, rows = lines[0].split(","), [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
+    assert header == ["Experiment", "rev", "typ", "train.seconds", "train.steps_per_second", "psnr", "ssim",
+                      "model.kind", "train.steps", "train.lr"]  # the params that differ, and what they gave
+    by_name = {row["Experiment"] or row["rev"]: row for row in rows}
+    assert set(by_name) == {"master", "short", "paper"}
+    assert (by_name["short"]["train.steps"], by_name["short"]["train.lr"]) == ("10", "0.02")
+    assert (by_name["paper"]["model.kind"], by_name["master"]["model.kind"]) == ("nerf", "fast")
+    experiments = [float(row["psnr"]) for row in rows if row["typ"] != "baseline"]
+    assert experiments == sorted(experiments, reverse=True) and len(set(experiments)) == 2
+    assert all(float(row["train.seconds"]) > 0 and float(row["ssim"]) > 0 for row in rows)
