@@ -97,6 +97,9 @@ class HashGrid(nn.Module):
         offsets = [0]
         for size in sizes:
             offsets.append(offsets[-1] + size)
+        # Resolutions grow with the level, so the dense levels come first.
+        self.n_dense = sum(dense)
+        assert all(dense[: self.n_dense]) and not any(dense[self.n_dense :])
         self.register_buffer("resolutions", torch.tensor(resolutions, dtype=torch.int32), persistent=False)
         self.register_buffer("dense", torch.tensor(dense), persistent=False)
         self.register_buffer("offsets", torch.tensor(offsets[:-1], dtype=torch.int32), persistent=False)
@@ -120,20 +123,20 @@ class HashGrid(nn.Module):
         # Per axis, the two vertex coordinates and their interpolation weights: (n, L, 2).
         coords = [lower[..., k].unsqueeze(-1) + self.offsets01 for k in range(3)]
         w = [torch.stack([1 - frac[..., k], frac[..., k]], dim=-1) for k in range(3)]
-        # Combine axes by broadcasting to the 8 corners (z, y, x order): (n, L, 2, 2, 2).
-        stride = (res + 1).view(1, -1, 1)
-        dense_index = (
-            (coords[2] * stride * stride)[..., :, None, None]
-            + (coords[1] * stride)[..., None, :, None]
-            + coords[0][..., None, None, :]
-        )
-        hashed = (
-            (coords[2] * self.primes[2])[..., :, None, None]
-            ^ (coords[1] * self.primes[1])[..., None, :, None]
-            ^ coords[0][..., None, None, :]
-        ) & self.hash_mask
-        dense = self.dense.view(1, -1, 1, 1, 1)
-        rows = torch.where(dense, dense_index, hashed) + self.offsets.view(1, -1, 1, 1, 1)
+        # Combine axes by broadcasting to the 8 corners (z, y, x order): (n, L, 2, 2, 2). Dense
+        # levels index their grid directly, the others hash; each computes only its own.
+        d = self.n_dense
+        parts = []
+        if d > 0:
+            x, y, z = (c[:, :d] for c in coords)
+            stride = (res[:d] + 1).view(1, -1, 1)
+            parts.append((z * stride * stride)[..., :, None, None] + (y * stride)[..., None, :, None]
+                         + x[..., None, None, :])
+        if d < self.levels:
+            x, y, z = (c[:, d:] for c in coords)
+            parts.append(((z * self.primes[2])[..., :, None, None] ^ (y * self.primes[1])[..., None, :, None]
+                          ^ x[..., None, None, :]) & self.hash_mask)
+        rows = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)) + self.offsets.view(1, -1, 1, 1, 1)
         weights = w[2][..., :, None, None] * w[1][..., None, :, None] * w[0][..., None, None, :]
         values = self.table[rows.reshape(n, self.levels, 8)]  # (n, L, 8, F)
         features = (weights.reshape(n, self.levels, 8, 1) * values).sum(dim=2)  # (n, L, F)
