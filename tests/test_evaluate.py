@@ -45,7 +45,7 @@ def run_evaluate(cwd: Path) -> subprocess.CompletedProcess[str]:
          "--renders", "renders", "--metrics", "metrics/eval.json",
          "--per-view", "metrics/per_view.csv", "--plot", "metrics/per_view_psnr.png"],
         cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-        timeout=120,
+        timeout=120, check=False,
     )
 
 
