@@ -148,6 +148,13 @@ def test_repro_then_experiment_then_show(repo_copy):
     assert "psnr" in shown
     run("dvc", "plots", "show", "-o", "plots_html", cwd=repo_copy)
     assert (repo_copy / "plots_html" / "index.html").is_file()
+    plots = json.loads(run("dvc", "plots", "show", "--json", cwd=repo_copy).stdout)["data"]
+    for name, x in (("PSNR against step", "step"), ("Train PSNR against seconds", "seconds"),
+                    ("Held-out PSNR against seconds", "seconds")):
+        spec = plots[name][0]
+        points = spec["content"]["data"]["values"]
+        assert points and all(x in point and "psnr" in point for point in points), name
+    assert any(key.endswith("videos/video.gif") for key in plots)
 
     # Shared storage: push to a local-folder remote; a fresh clone pulls the model and
     # renders, and then `dvc repro` has nothing to recompute.
