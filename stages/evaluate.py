@@ -1,6 +1,6 @@
 """Evaluate stage: PSNR and SSIM of the rendered test views against the held-out truth.
 
-python stages/evaluate.py --test data/split/test.npz --renders renders \
+python -m stages.evaluate --test data/split/test.npz --renders renders \
     --metrics metrics/eval.json --per-view metrics/per_view.csv --plot metrics/per_view_psnr.png
 """
 

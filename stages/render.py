@@ -1,7 +1,7 @@
 """Render stage: every test view as PNG, with side-by-side, depth and opacity images.
 
-python stages/render.py --model models/model.pt --test data/split/test.npz --out renders
-python stages/render.py --model models/model.pt --test data/split/test.npz --poses cameras.json --out novel
+python -m stages.render --model models/model.pt --test data/split/test.npz --out renders
+python -m stages.render --model models/model.pt --test data/split/test.npz --poses cameras.json --out novel
 
 Writes ``<out>/{rgb,compare,depth,opacity}/<view_filename>``; the folder appears only when
 every view is done. With ``--poses`` (a JSON file of camera poses in the Blender

@@ -1,6 +1,6 @@
 """Train stage: fit the configured model kind to the training views.
 
-python stages/train.py --split data/split --out models --live metrics/train --checkpoints checkpoints
+python -m stages.train --split data/split --out models --live metrics/train --checkpoints checkpoints
 
 Writes ``<out>/model.pt`` (weights and the config that built them) and the DVCLive logs
 in ``<live>``; both appear only when training finishes. Every ``train.checkpoint_every``

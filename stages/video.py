@@ -1,7 +1,7 @@
 """Video stage: an orbit (or spiral) of the trained scene, colour and depth side by side.
 
-python stages/video.py --model models/model.pt --test data/split/test.npz --out videos
-python stages/video.py --model models/model.pt --test data/split/test.npz --poses path.json --out my_video
+python -m stages.video --model models/model.pt --test data/split/test.npz --out videos
+python -m stages.video --model models/model.pt --test data/split/test.npz --poses path.json --out my_video
 
 Writes ``<out>/video.mp4`` and ``<out>/video.gif`` (the folder appears only when both are
 done). The path is ``params.yaml``'s ``video`` section, around the point the test cameras

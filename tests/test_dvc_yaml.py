@@ -1,5 +1,7 @@
-"""dvc.yaml: each stage lists, as dependencies, exactly the nerf modules its script uses,
-so that editing library code reruns the stages it affects and no others."""
+"""dvc.yaml: each stage runs its script as a module of the repository (``python -m
+stages.NAME``, so that it imports the repository's own ``nerf``, also in a queued
+experiment's copy, never an installed one) and lists, as dependencies, exactly the nerf
+modules that script uses, so that editing library code reruns the stages it affects."""
 
 from __future__ import annotations
 
@@ -39,7 +41,9 @@ def closure(script: Path) -> set[str]:
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_stage_depends_on_exactly_the_modules_it_imports(name: str) -> None:
     stage = STAGES[name]
-    script = stage["cmd"].split()[1]
-    assert script.startswith("stages/") and script in stage["deps"], stage["cmd"]
+    python, flag, module = stage["cmd"].split()[:3]
+    assert (python, flag) == ("python", "-m") and module.startswith("stages."), stage["cmd"]
+    script = module.replace(".", "/") + ".py"
+    assert script in stage["deps"], stage["cmd"]
     listed = {d for d in stage["deps"] if d.startswith("nerf/")}
     assert listed == closure(REPO / script), f"stage {name}: listed deps differ from the imports of {script}"

@@ -116,16 +116,16 @@ def check_videos_and_novel_poses(repo: Path) -> None:
         {"transform_matrix": test["poses"][i].tolist(), "file_path": f"cam_{i}"} for i in (0, 3)
     ]}
     (repo / "cams.json").write_text(json.dumps(poses))
-    run("python", "stages/render.py", "--model", "models/model.pt", "--test", "data/split/test.npz",
+    run("python", "-m", "stages.render", "--model", "models/model.pt", "--test", "data/split/test.npz",
         "--poses", "cams.json", "--out", "novel", cwd=repo)
     assert sorted(p.name for p in (repo / "novel/rgb").iterdir()) == ["000_cam_0.png", "001_cam_3.png"]
     assert sorted(p.name for p in (repo / "novel").iterdir()) == ["depth", "opacity", "rgb"]
-    run("python", "stages/video.py", "--model", "models/model.pt", "--test", "data/split/test.npz",
+    run("python", "-m", "stages.video", "--model", "models/model.pt", "--test", "data/split/test.npz",
         "--poses", "cams.json", "--out", "novel_video", cwd=repo)
     assert iio.imread(repo / "novel_video/video.gif").shape[0] == 2
 
     (repo / "bad.json").write_text('{"frames": [{"transform_matrix": [1, 2]}]}')
-    bad = run("python", "stages/render.py", "--model", "models/model.pt", "--test", "data/split/test.npz",
+    bad = run("python", "-m", "stages.render", "--model", "models/model.pt", "--test", "data/split/test.npz",
               "--poses", "bad.json", "--out", "novel", cwd=repo, check=False)
     assert bad.returncode == 1
     assert "error: bad.json: frames[0]: expected transform_matrix as a 4x4" in bad.stderr
@@ -133,7 +133,12 @@ def check_videos_and_novel_poses(repo: Path) -> None:
 
 
 def test_repro_then_experiment_then_show(repo_copy):
-    run("dvc", "repro", cwd=repo_copy)
+    # The stages must run this repository's nerf (in a queued experiment, its copy's), not
+    # the installed one: mark the copy's package and look for the mark in the output.
+    init = repo_copy / "nerf/__init__.py"
+    init.write_text(init.read_text() + "\nimport sys\nprint('nerf from', __file__, file=sys.stderr)\n")
+    result = run("dvc", "repro", cwd=repo_copy)
+    assert f"nerf from {init}" in result.stdout + result.stderr
     metrics = json.loads((repo_copy / "metrics/eval.json").read_text())
     assert metrics["n_views"] == 16 and 0 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
     for kind in ("rgb", "compare", "depth", "opacity"):
