@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 import numpy as np
@@ -127,5 +127,6 @@ def read_poses(path: str | Path) -> PoseFile:
         full[: pose.shape[0]] = pose
         poses.append(full)
         name = frame.get("file_path")
-        names.append(str(name) if isinstance(name, str) and name else f"pose_{i:03d}")
+        name = PurePosixPath(name).as_posix() if isinstance(name, str) and name.strip("./") else ""
+        names.append(name or f"pose_{i:03d}")  # "./r_0" -> "r_0"
     return PoseFile(np.stack(poses).astype(np.float32), tuple(names), None if angle is None else float(angle))

@@ -82,7 +82,7 @@ def test_read_poses_blender_convention(tmp_path) -> None:
         {"transform_matrix": pose[:3].tolist()},
     ]}))
     poses = read_poses(path)
-    assert poses.camera_angle_x == 0.7 and poses.names == ("./front", "pose_001")
+    assert poses.camera_angle_x == 0.7 and poses.names == ("front", "pose_001")
     assert np.allclose(poses.poses, pose[None], atol=1e-6)
     path.write_text(json.dumps({"frames": [{"transform_matrix": pose.tolist()}]}))
     assert read_poses(path).camera_angle_x is None
