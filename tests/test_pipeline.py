@@ -65,6 +65,11 @@ def set_params(path: Path, values: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def _commit(repo: Path, message: str) -> None:
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=repo)
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=repo)
+
+
 @pytest.fixture
 def repo_copy(tmp_path) -> Path:
     """A git repository holding the committed-or-not files of this one (not its outputs)."""
@@ -79,8 +84,7 @@ def repo_copy(tmp_path) -> Path:
         shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     set_params(dest / "params.yaml", SMALL)
     run("git", "init", "-q", cwd=dest)
-    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=dest)
-    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=dest)
+    _commit(dest, "init")
     return dest
 
 
@@ -164,8 +168,7 @@ def test_repro_then_experiment_then_show(repo_copy):
     # Shared storage: push to a local-folder remote; a fresh clone pulls the model and
     # renders, and then `dvc repro` has nothing to recompute.
     run("dvc", "remote", "add", "-d", "shared", str(repo_copy.parent / "remote"), cwd=repo_copy)
-    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=repo_copy)
-    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline", cwd=repo_copy)
+    _commit(repo_copy, "baseline")
     run("dvc", "push", cwd=repo_copy)
     clone = repo_copy.parent / "clone"
     run("git", "clone", "-q", str(repo_copy), str(clone), cwd=repo_copy.parent)
@@ -192,11 +195,6 @@ def test_bad_param_fails_cleanly_and_keeps_outputs(repo_copy):
     assert result.returncode != 0
     assert "split.test_fraction must be < 1" in result.stderr + result.stdout
     assert (repo_copy / "data/split/manifest.json").read_text() == manifest
-
-
-def _commit(repo: Path, message: str) -> None:
-    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A", cwd=repo)
-    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message, cwd=repo)
 
 
 def _trained(repo: Path) -> tuple[dict, dict[str, str]]:
