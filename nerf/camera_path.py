@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from nerf.errors import DataError
+from nerf.rays import focal_from_angle
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> np.ndarray:
@@ -87,6 +88,11 @@ class PoseFile(NamedTuple):
     poses: np.ndarray  # (n, 4, 4) float32 camera-to-world
     names: tuple[str, ...]  # one per pose: its file_path if given, else pose_<i>
     camera_angle_x: float | None  # horizontal field of view (radians) if the file gives one
+
+    def focal(self, width: int, default: float) -> float:
+        """Focal length in pixels for ``width``-pixel images: the file's field of view if it
+        gives one, else ``default``."""
+        return default if self.camera_angle_x is None else focal_from_angle(self.camera_angle_x, width)
 
 
 def read_poses(path: str | Path) -> PoseFile:

@@ -24,7 +24,6 @@ from nerf.errors import run_stage
 from nerf.images import colorize, depth_image, side_by_side, view_filename, write_png
 from nerf.io import atomic_dir
 from nerf.models import render_image
-from nerf.rays import focal_from_angle
 from nerf.training import deterministic, load_checkpoint, pick_device
 from nerf.views import load_views
 
@@ -48,8 +47,7 @@ def main() -> None:
     else:
         requested = read_poses(args.poses)
         poses, names, truths = requested.poses, requested.names, [None] * len(requested.poses)
-        if requested.camera_angle_x is not None:
-            focal = focal_from_angle(requested.camera_angle_x, width)
+        focal = requested.focal(width, focal)
     with atomic_dir(args.out) as out, deterministic(device):
         for i in tqdm(range(len(poses)), desc="render", unit="view", dynamic_ncols=True):
             pose = torch.from_numpy(np.ascontiguousarray(poses[i])).to(device)

@@ -23,7 +23,6 @@ from nerf.errors import run_stage
 from nerf.images import depth_image
 from nerf.io import atomic_dir
 from nerf.models import render_image
-from nerf.rays import focal_from_angle
 from nerf.training import deterministic, load_checkpoint, pick_device
 from nerf.video import video_frame, write_gif, write_mp4
 from nerf.views import load_views
@@ -52,8 +51,7 @@ def main() -> None:
     else:
         requested = read_poses(args.poses)
         poses = requested.poses
-        if requested.camera_angle_x is not None:
-            focal = focal_from_angle(requested.camera_angle_x, width)
+        focal = requested.focal(width, focal)
 
     frames = []
     with deterministic(device):

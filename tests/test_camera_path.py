@@ -84,8 +84,9 @@ def test_read_poses_blender_convention(tmp_path) -> None:
     poses = read_poses(path)
     assert poses.camera_angle_x == 0.7 and poses.names == ("front", "pose_001")
     assert np.allclose(poses.poses, pose[None], atol=1e-6)
+    assert poses.focal(100, default=7.0) == pytest.approx(50.0 / math.tan(0.35))
     path.write_text(json.dumps({"frames": [{"transform_matrix": pose.tolist()}]}))
-    assert read_poses(path).camera_angle_x is None
+    assert read_poses(path).camera_angle_x is None and read_poses(path).focal(100, default=7.0) == 7.0
 
 
 @pytest.mark.parametrize(("content", "message"), [
