@@ -44,6 +44,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def uses_bf16(precision: str, device: torch.device, model: Model) -> bool:
+    """Whether training runs under bf16 autocast (``train.precision``); auto: on CUDA, for
+    the kinds whose steps it makes faster (``model.bf16_on_cuda``)."""
+    if precision == "auto":
+        return device.type == "cuda" and model.bf16_on_cuda and torch.cuda.is_bf16_supported()
+    return precision == "bf16"
+
+
 @contextlib.contextmanager
 def deterministic(device: torch.device) -> Iterator[None]:
     """On the CPU, PyTorch's deterministic kernels for the enclosed work, so that the same
@@ -153,7 +161,13 @@ class _Loop:
         self.lr0, self.lr_final = model.config.lr, model.config.lr_final
         if config.lr is not None:
             self.lr0, self.lr_final = config.lr, self.lr_final * config.lr / self.lr0
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.lr0, **model.adam_options)
+        # One fused kernel for all parameters on CUDA; the CPU keeps its reference arithmetic.
+        fused = {"fused": True} if device.type == "cuda" else {}
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=self.lr0, **model.adam_options, **fused)
+        self.bf16 = uses_bf16(config.precision, device, model)
+        if config.compile:
+            for field in model.fields():
+                field.compile(dynamic=True)  # in place: the state dict keeps its keys
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.step = 0  # steps done
         self.seconds = 0.0  # training time so far, evaluation and checkpoints excluded
@@ -244,12 +258,13 @@ class _Loop:
             index = torch.arange(view * per_view, (view + 1) * per_view, device=self.device)
         else:
             index = torch.randint(self.n_views * per_view, (n_rays,), device=self.device, generator=generator)
-        out = model.render_rays(data.rays[index], randomized=True, generator=generator)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = model.render_rays(data.rays[index], randomized=True, generator=generator)
         target = data.colors[index]
-        mse = F.mse_loss(out.rgb, target)
+        mse = F.mse_loss(out.rgb.float(), target)
         loss = mse
         if out.coarse_rgb is not None:
-            loss = loss + F.mse_loss(out.coarse_rgb, target)
+            loss = loss + F.mse_loss(out.coarse_rgb.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

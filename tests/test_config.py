@@ -54,6 +54,8 @@ def test_round_trip_of_defaults(tmp_path):
         (lambda p: p["data"].update(sha256="abc"), "data.sha256", "64 hexadecimal"),
         (lambda p: p["train"].update(lr=0), "train.lr", "> 0"),
         (lambda p: p["train"].update(device="tpu"), "train.device", "one of"),
+        (lambda p: p["train"].update(precision="fp16"), "train.precision", "one of 'auto', 'fp32', 'bf16'"),
+        (lambda p: p["train"].update(compile="yes"), "train.compile", "true or false"),
         (lambda p: p["model"].update(kind="mlp"), "model.kind", "one of"),
         (lambda p: p["model"].update(fast=3), "model.fast", "a mapping"),
         (lambda p: p["eval"].update(ssim_sigma=float("nan")), "eval.ssim_sigma", "finite"),

@@ -24,6 +24,7 @@ from nerf.training import (
     save_checkpoint,
     train,
     training_rays,
+    uses_bf16,
 )
 from nerf.views import Views
 
@@ -98,6 +99,59 @@ def test_fast_model_overfits_real_crops(crops) -> None:
         out = render_image(model, torch.from_numpy(crops.poses[1]), 32, 32, crops.focal, 4096)
     direct = float(psnr(out.rgb.clamp(0, 1), torch.from_numpy(crops.images[1])))
     assert direct > before + 4.0
+
+
+def _output_dtypes(module: torch.nn.Module) -> list[torch.dtype]:
+    """Records the dtype of every output of ``module`` (a forward hook)."""
+    seen: list[torch.dtype] = []
+    module.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+    return seen
+
+
+def test_bf16_autocast_runs_the_networks_in_bf16_and_still_learns(crops) -> None:
+    # The CUDA default for seed and nerf; the CPU runs the same autocast path when asked.
+    model, _ = fast_model()
+    dtypes = _output_dtypes(model.field.density_net)
+    before = evaluate_views(model, crops, 4096, CPU)
+    config = dataclasses.replace(train_config(150), precision="bf16")
+    summary = train(model, crops, None, config, CPU, progress=False)
+    after = evaluate_views(model, crops, 4096, CPU)
+    # Training steps ran in bf16, the evaluation renders (and occupancy updates) in float32.
+    assert torch.bfloat16 in dtypes and torch.float32 in dtypes
+    assert model.field.grid.table.dtype == torch.float32  # weights stay float32
+    assert math.isfinite(summary.loss) and after > before + 5.0, (before, after)
+
+
+def test_precision_auto_is_float32_on_the_cpu_and_for_fast_on_cuda() -> None:
+    seed = build_model(ModelConfig(kind="seed"), NEAR, FAR, torch.zeros(3))
+    fast, _ = fast_model()
+    assert not uses_bf16("auto", CPU, seed) and not uses_bf16("auto", CPU, fast)
+    assert not uses_bf16("auto", torch.device("cuda"), fast)  # measured slower there
+    assert uses_bf16("bf16", CPU, fast) and not uses_bf16("fp32", torch.device("cuda"), seed)
+    if torch.cuda.is_available():
+        assert uses_bf16("auto", torch.device("cuda"), seed) == torch.cuda.is_bf16_supported()
+
+
+def test_compiled_fields_train_like_eager_ones(crops) -> None:
+    # train.compile wraps the fields' forward in torch.compile (dynamic shapes: the number
+    # of samples changes every step); the CPU compiles the same graphs as CUDA would.
+    from torch._dynamo.utils import counters
+
+    losses, states, graphs = [], [], []
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        counters.clear()
+        model, _ = fast_model()
+        config = dataclasses.replace(train_config(12), log_every=12, compile=compiled)
+        losses.append(train(model, crops, None, config, CPU, progress=False).loss)
+        states.append(model.state_dict())
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] == 0 and graphs[1] > 0  # the second run really ran compiled graphs
+    assert states[0].keys() == states[1].keys()  # checkpoints of compiled runs load anywhere
+    assert math.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=1e-3)
+    table = [s["field.grid.table"] for s in states]
+    assert torch.allclose(table[0], table[1], atol=1e-4)
+    assert not torch.equal(table[1], fast_model()[0].state_dict()["field.grid.table"])  # it trained
 
 
 def _run(crops, model_seed: int, train_seed: int, global_seed: int, steps: int = 20):
