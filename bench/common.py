@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import platform
 from pathlib import Path
 
 import torch
+import yaml
 
-from nerf.config import ModelConfig, Params, SplitConfig, load_params
+from nerf.config import ModelConfig, Params, SplitConfig, build
+from nerf.errors import ConfigError
 from nerf.models import Model, build_model
 from nerf.scene import load_scene
 from nerf.split import split_scene
@@ -24,9 +27,30 @@ def load_split(source: str, split: SplitConfig) -> tuple[Views, Views]:
     return train, test
 
 
-def params_with(path: Path, kind: str) -> Params:
-    params = load_params(path)
+def params_with(path: Path, kind: str, overrides: list[str] = ()) -> Params:
+    """``path``'s params with model.kind = ``kind`` and ``KEY=VALUE`` overrides (as
+    ``dvc exp run -S``: dotted keys, YAML values), validated like params.yaml."""
+    values = yaml.safe_load(Path(path).read_text())
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        *parents, leaf = key.split(".")
+        node = values
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if not sep or not isinstance(node, dict) or leaf not in node:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE with KEY a key of {path}, e.g. train.steps=2000")
+        node[leaf] = yaml.safe_load(text)
+    try:
+        params = build(Params, values)
+    except ConfigError as err:
+        raise ConfigError(f"{path} with --set {' '.join(overrides)}: {err}") from None
     return dataclasses.replace(params, model=dataclasses.replace(params.model, kind=kind))
+
+
+def add_params_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override params, e.g. --set data.source=path/to/lego train.steps=5000")
 
 
 def make_model(config: ModelConfig, params: Params, views: Views, device: torch.device, seed: int) -> Model:
@@ -56,8 +80,7 @@ class SampleCounter:
 
     def __init__(self, model: Model) -> None:
         self.count = 0
-        fields = [m for name, m in model.named_modules() if name in ("field", "coarse", "fine")]
-        for field in fields:
+        for field in model.fields():
             field.register_forward_hook(self._hook)
 
     def _hook(self, module, inputs, output) -> None:

@@ -2,11 +2,14 @@
 
 python -m bench.quality [--kinds fast nerf seed] [--points 5 10 30 60 120] [--devices cpu]
 python -m bench.quality --by steps --points 50 100      # PSNR after fixed step counts
+python -m bench.quality --set data.source=lego split.strategy=every_nth ...   # other data, params
 
-Trains each kind with the pipeline's own loop and params.yaml's configs on the embedded
-sample split; whenever training time (evaluation excluded) passes a time point, renders
-the held-out views and records their mean PSNR. Writes bench/results/quality_<by>.csv and
-.png (PSNR against seconds or steps, one line per kind and device).
+Trains each kind with the pipeline's own loop and params.yaml's configs (with any --set
+overrides) on the split that params describe (the embedded sample by default); whenever
+training time (evaluation excluded) passes a time point, renders the held-out views and
+records their mean PSNR, the render time per view and the peak GPU memory so far. Writes
+bench/results/quality_<by>.csv and .png (PSNR against seconds or steps, one line per kind
+and device).
 """
 
 from __future__ import annotations
@@ -14,29 +17,50 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import time
 from pathlib import Path
 
 import torch
 
-from bench.common import REPO, devices, load_split, machine, make_model, params_with
-from nerf.training import evaluate_views, train
+from bench.common import REPO, add_params_arguments, devices, load_split, machine, make_model, params_with
+from nerf.errors import run_stage
+from nerf.training import evaluate_views, train, uses_bf16
 
 
 def curve(kind: str, device: torch.device, points: list[float], by: str, params_path: Path,
-          steps: int | None, eval_views: int | None) -> list[dict]:
-    params = params_with(params_path, kind)
+          overrides: list[str], steps: int | None, eval_views: int | None) -> list[dict]:
+    params = params_with(params_path, kind, overrides)
     train_views, test_views = load_split(params.data.source, params.split)
     if eval_views is not None:
         test_views = test_views.subset(range(min(eval_views, test_views.n_views)))
     model = make_model(params.model, params, train_views, device, params.train.seed)
     pending = sorted(points)
     rows: list[dict] = []
+    precision = "bf16" if uses_bf16(params.train.precision, device, model) else "fp32"
+    compiled = params.train.compile
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    print(f"{kind} on {device}: {train_views.n_views} training views of {train_views.width}x"
+          f"{train_views.height}, {test_views.n_views} held out; {precision}, compiled {compiled}", flush=True)
+
+    train_peak = [float("nan")]  # GiB, training only: the peak is reset after each evaluation
 
     def record(step: int, seconds: float) -> None:
+        if device.type == "cuda":
+            train_peak[0] = max(train_peak[0] if rows else 0.0, torch.cuda.max_memory_allocated(device) / 2**30)
+        peak = train_peak[0]
+        started = time.perf_counter()
         psnr = evaluate_views(model, test_views, params.render.chunk, device)
-        rows.append({"kind": kind, "device": machine(device), f"point_{by}": pending[0],
-                     "seconds": round(seconds, 2), "step": step, "psnr": round(psnr, 3)})
-        print(f"{kind} on {device}: {psnr:.2f} dB at {seconds:.1f} s (step {step})", flush=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        render_s = (time.perf_counter() - started) / test_views.n_views
+        rows.append({"kind": kind, "device": machine(device), "precision": precision, "compiled": compiled,
+                     "image": f"{test_views.width}x{test_views.height}", f"point_{by}": pending[0],
+                     "seconds": round(seconds, 2), "step": step, "psnr": round(psnr, 3),
+                     "render_s_per_view": round(render_s, 4), "peak_train_gib": round(peak, 2)})
+        print(f"{kind} on {device}: {psnr:.2f} dB at {seconds:.1f} s (step {step}); render "
+              f"{render_s:.3f} s/view; peak training memory {peak:.2f} GiB", flush=True)
         pending.pop(0)
 
     def on_step(step: int, seconds: float) -> bool:
@@ -80,7 +104,7 @@ def main() -> None:
                         help="points are training seconds or step counts")
     parser.add_argument("--steps", type=int, default=None, help="schedule length (default: train.steps)")
     parser.add_argument("--eval-views", type=int, default=None, help="held-out views used (default: all)")
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    add_params_arguments(parser)
     parser.add_argument("--out", type=Path, default=None,
                         help="CSV/PNG path stem (default: bench/results/quality_<by>)")
     args = parser.parse_args()
@@ -88,7 +112,8 @@ def main() -> None:
     rows = []
     for device in devices(args.devices):
         for kind in args.kinds:
-            rows += curve(kind, device, args.points, args.by, args.params, args.steps, args.eval_views)
+            rows += curve(kind, device, args.points, args.by, args.params, args.overrides, args.steps,
+                          args.eval_views)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -99,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -1,6 +1,6 @@
 """Speed per model kind and device: steps/s, rays/s, samples/s and peak memory.
 
-python -m bench.speed [--kinds seed nerf fast] [--devices cpu cuda] [--steps 20]
+python -m bench.speed [--kinds seed nerf fast] [--devices cpu cuda] [--steps 20] [--set train.precision=fp32]
 
 Uses params.yaml's model configs on the embedded sample split; prints a table and writes
 bench/results/speed.csv. Medians over timed steps after warm-up steps; peak memory is the GPU's peak allocation,
@@ -18,13 +18,24 @@ from pathlib import Path
 
 import torch
 
-from bench.common import REPO, SampleCounter, devices, load_split, machine, make_model, params_with
-from nerf.training import train
+from bench.common import (
+    REPO,
+    SampleCounter,
+    add_params_arguments,
+    devices,
+    load_split,
+    machine,
+    make_model,
+    params_with,
+)
+from nerf.errors import run_stage
+from nerf.training import train, uses_bf16
 
 
-def measure(kind: str, device: torch.device, steps: int, warmup: int, params_path: Path) -> dict:
+def measure(kind: str, device: torch.device, steps: int, warmup: int, params_path: Path,
+            overrides: list[str]) -> dict:
     """Trains ``kind`` for warmup + steps steps with the pipeline's own loop, timing each."""
-    params = params_with(params_path, kind)
+    params = params_with(params_path, kind, overrides)
     train_views, _ = load_split(params.data.source, params.split)
     model = make_model(params.model, params, train_views, device, params.train.seed)
     counter = SampleCounter(model)
@@ -55,6 +66,8 @@ def measure(kind: str, device: torch.device, steps: int, warmup: int, params_pat
     return {
         "kind": kind,
         "device": machine(device),
+        "precision": "bf16" if uses_bf16(params.train.precision, device, model) else "fp32",
+        "compiled": params.train.compile,
         "steps_per_s": round(1 / step_s, 3),
         "rays_per_s": round(n_rays / step_s),
         "samples_per_s": round(n_samples / step_s),
@@ -71,13 +84,13 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per kind")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    add_params_arguments(parser)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "speed.csv")
     args = parser.parse_args()
     rows = []
     for device in devices(args.devices):
         for kind in args.kinds:
-            row = measure(kind, device, args.steps, args.warmup, args.params)
+            row = measure(kind, device, args.steps, args.warmup, args.params, args.overrides)
             print(", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)
