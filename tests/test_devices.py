@@ -1,0 +1,89 @@
+"""The same models on an accelerator as on the CPU: renders agree, training learns.
+
+Skipped where there is no CUDA device (as on CI). NERF_TEST_DEVICE=cpu runs them against a
+second CPU copy, which checks the tests themselves on any machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+
+from nerf.config import ModelConfig, SeedModelConfig, TrainConfig
+from nerf.models import build_model
+from nerf.rays import image_rays
+from nerf.scene import load_scene
+from nerf.training import evaluate_views, train, uses_bf16
+from nerf.views import Views
+
+DEVICE = torch.device(os.environ.get("NERF_TEST_DEVICE", "cuda"))
+CPU = torch.device("cpu")
+NEAR, FAR = 2.0, 6.0
+
+pytestmark = pytest.mark.skipif(
+    DEVICE.type == "cuda" and not torch.cuda.is_available(), reason="no CUDA device"
+)
+
+# The seed kind shrunk to a few milliseconds a step; nerf and fast as in params.yaml.
+SMALL_SEED = SeedModelConfig(frequencies=6, width=64, depth=4, skip=2, samples=32, lr=1e-3, lr_final=1e-3)
+
+
+def model_on(kind: str, device: torch.device):
+    torch.manual_seed(0)
+    config = ModelConfig(kind=kind, seed=SMALL_SEED)
+    return build_model(config, NEAR, FAR, torch.zeros(3)).to(device)
+
+
+@pytest.fixture(scope="module")
+def crops() -> Views:
+    """Central 40x40 crops of the embedded sample's 80 views."""
+    scene = load_scene(REPO / "assets" / "tiny_lego.npz")
+    return Views(scene.images[:, 30:70, 30:70], scene.poses, scene.focal, scene.names, np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize("kind", ["seed", "nerf", "fast"])
+def test_a_model_renders_the_same_rays_on_the_device_as_on_the_cpu(kind, crops) -> None:
+    reference = model_on(kind, CPU)
+    if kind == "fast":  # occupied cells only inside a ball: the skipping must agree too
+        grid = reference.occupancy
+        axis = (torch.arange(grid.resolution) + 0.5) * grid.cell_size - grid.bound
+        x, y, z = torch.meshgrid(axis, axis, axis, indexing="ij")
+        grid.occupied.copy_(x**2 + y**2 + z**2 < 0.8**2)
+    moved = copy.deepcopy(reference).to(DEVICE)
+    pose = torch.from_numpy(crops.poses[3])
+    rays = image_rays(pose, 40, 40, crops.focal)
+    with torch.no_grad():
+        want = reference.render_rays(rays, randomized=False)
+        got = moved.render_rays(rays.to(DEVICE), randomized=False)
+    for name in ("rgb", "depth", "opacity"):
+        torch.testing.assert_close(getattr(got, name).cpu(), getattr(want, name), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["seed", "fast"])
+def test_training_on_the_device_learns_with_the_default_precision(kind, crops) -> None:
+    train_views = crops.subset(range(0, 64, 4))
+    seen = train_views.subset([0, 5])
+    model = model_on(kind, DEVICE)
+    before = evaluate_views(model, seen, 4096, DEVICE)
+    config = TrainConfig(steps=150, eval_every=10**9, eval_views=0, device=DEVICE.type, seed=0)
+    summary = train(model, train_views, None, config, DEVICE, progress=False)
+    after = evaluate_views(model, seen, 4096, DEVICE)
+    assert uses_bf16(config.precision, DEVICE, model) == (DEVICE.type == "cuda" and kind == "seed")
+    assert np.isfinite(summary.loss) and after > before + 3.0, (before, after)
+    assert all(p.device.type == DEVICE.type for p in model.parameters())
+
+
+def test_compiled_bf16_training_on_the_device_matches_eager_loosely(crops) -> None:
+    train_views = crops.subset(range(0, 64, 8))
+    losses = []
+    for compiled in (False, True):
+        model = model_on("fast", DEVICE)
+        config = TrainConfig(steps=20, log_every=20, eval_every=10**9, eval_views=0, device=DEVICE.type,
+                             seed=0, precision="bf16", compile=compiled)
+        losses.append(train(model, train_views, None, config, DEVICE, progress=False).loss)
+    assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=0.05)
