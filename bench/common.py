@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from nerf.errors import ConfigError
 from nerf.models import Model, build_model
 from nerf.scene import load_scene
 from nerf.split import split_scene
+from nerf.training import uses_bf16
 from nerf.views import Views
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +29,7 @@ def load_split(source: str, split: SplitConfig) -> tuple[Views, Views]:
     return train, test
 
 
-def params_with(path: Path, kind: str, overrides: list[str] = ()) -> Params:
+def params_with(path: Path, kind: str, overrides: Sequence[str] = ()) -> Params:
     """``path``'s params with model.kind = ``kind`` and ``KEY=VALUE`` overrides (as
     ``dvc exp run -S``: dotted keys, YAML values), validated like params.yaml."""
     values = yaml.safe_load(Path(path).read_text())
@@ -45,6 +47,11 @@ def params_with(path: Path, kind: str, overrides: list[str] = ()) -> Params:
     except ConfigError as err:
         raise ConfigError(f"{path} with --set {' '.join(overrides)}: {err}") from None
     return dataclasses.replace(params, model=dataclasses.replace(params.model, kind=kind))
+
+
+def precision(params: Params, device: torch.device, model: Model) -> str:
+    """The arithmetic training uses: "bf16" (autocast) or "fp32"."""
+    return "bf16" if uses_bf16(params.train.precision, device, model) else "fp32"
 
 
 def add_params_arguments(parser: argparse.ArgumentParser) -> None:

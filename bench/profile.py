@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench.common import REPO, add_params_arguments, load_split, machine, make_model, params_with
+from bench.common import REPO, add_params_arguments, load_split, machine, make_model, params_with, precision
 from nerf.errors import run_stage
-from nerf.training import train, uses_bf16
+from nerf.training import train
 
 
 def profile_kind(kind: str, device: torch.device, steps: int, warmup: int, params_path: Path,
@@ -32,8 +32,8 @@ def profile_kind(kind: str, device: torch.device, steps: int, warmup: int, param
     with profile(activities=activities) as prof:
         summary = train(model, train_views, None, dataclasses.replace(config, steps=steps), device, progress=False)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    precision = "bf16" if uses_bf16(params.train.precision, device, model) else "fp32"
-    head = (f"{kind} on {machine(device)}, {precision}, compiled {params.train.compile}: {steps} steps in "
+    arithmetic = precision(params, device, model)
+    head = (f"{kind} on {machine(device)}, {arithmetic}, compiled {params.train.compile}: {steps} steps in "
             f"{summary.seconds:.3f} s ({steps / summary.seconds:.1f} steps/s while profiled), "
             f"after {warmup} warm-up steps; sorted by {sort}")
     return head + "\n" + prof.key_averages().table(sort_by=sort, row_limit=rows)

@@ -22,9 +22,18 @@ from pathlib import Path
 
 import torch
 
-from bench.common import REPO, add_params_arguments, devices, load_split, machine, make_model, params_with
+from bench.common import (
+    REPO,
+    add_params_arguments,
+    devices,
+    load_split,
+    machine,
+    make_model,
+    params_with,
+    precision,
+)
 from nerf.errors import run_stage
-from nerf.training import evaluate_views, train, uses_bf16
+from nerf.training import evaluate_views, train
 
 
 def curve(kind: str, device: torch.device, points: list[float], by: str, params_path: Path,
@@ -36,12 +45,12 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
     model = make_model(params.model, params, train_views, device, params.train.seed)
     pending = sorted(points)
     rows: list[dict] = []
-    precision = "bf16" if uses_bf16(params.train.precision, device, model) else "fp32"
+    arithmetic = precision(params, device, model)
     compiled = params.train.compile
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     print(f"{kind} on {device}: {train_views.n_views} training views of {train_views.width}x"
-          f"{train_views.height}, {test_views.n_views} held out; {precision}, compiled {compiled}", flush=True)
+          f"{train_views.height}, {test_views.n_views} held out; {arithmetic}, compiled {compiled}", flush=True)
 
     train_peak = [float("nan")]  # GiB, training only: the peak is reset after each evaluation
 
@@ -55,7 +64,7 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
         render_s = (time.perf_counter() - started) / test_views.n_views
-        rows.append({"kind": kind, "device": machine(device), "precision": precision, "compiled": compiled,
+        rows.append({"kind": kind, "device": machine(device), "precision": arithmetic, "compiled": compiled,
                      "image": f"{test_views.width}x{test_views.height}", f"point_{by}": pending[0],
                      "seconds": round(seconds, 2), "step": step, "psnr": round(psnr, 3),
                      "render_s_per_view": round(render_s, 4), "peak_train_gib": round(peak, 2)})

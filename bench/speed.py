@@ -27,9 +27,10 @@ from bench.common import (
     machine,
     make_model,
     params_with,
+    precision,
 )
 from nerf.errors import run_stage
-from nerf.training import train, uses_bf16
+from nerf.training import train
 
 
 def measure(kind: str, device: torch.device, steps: int, warmup: int, params_path: Path,
@@ -66,7 +67,7 @@ def measure(kind: str, device: torch.device, steps: int, warmup: int, params_pat
     return {
         "kind": kind,
         "device": machine(device),
-        "precision": "bf16" if uses_bf16(params.train.precision, device, model) else "fp32",
+        "precision": precision(params, device, model),
         "compiled": params.train.compile,
         "steps_per_s": round(1 / step_s, 3),
         "rays_per_s": round(n_rays / step_s),
