@@ -65,6 +65,35 @@ def spherical_harmonics(directions: Tensor, degree: int) -> Tensor:
 _PRIMES = (1, 2654435761 - 2**32, 805459861)
 
 
+class _GatherRows(torch.autograd.Function):
+    """``table[rows]`` whose backward sums the gradients into the table with ``index_add_``.
+
+    Autograd's own backward of advanced indexing is ``index_put_(accumulate=True)``, which
+    under the CPU's deterministic algorithms sorts the indices first: measured 83 ms against
+    25 ms for index_add_ on 3.9M int64 rows (one training step's worth at default params),
+    with bit-identical sums; index_add_ on the CPU adds in index order, so it stays
+    deterministic. The forward's index_select with int32 rows took 11 ms against 37 ms for
+    indexing.
+    """
+
+    @staticmethod
+    def forward(ctx, table: Tensor, rows: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(rows)
+        ctx.table_rows = table.shape[0]
+        return table.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (rows,) = ctx.saved_tensors
+        out = torch.zeros(ctx.table_rows, grad.shape[1], dtype=grad.dtype, device=grad.device)
+        return out.index_add_(0, rows.long(), grad), None  # int32 indices take a slow path (measured 18x)
+
+
+def gather_rows(table: Tensor, rows: Tensor) -> Tensor:
+    """table: (T, F), rows: (m,) int32 or int64 -> (m, F); differentiable in ``table``."""
+    return _GatherRows.apply(table, rows)
+
+
 class HashGrid(nn.Module):
     """Multiresolution hash encoding (Müller et al. 2022) of points in [-bound, bound]^3.
 
@@ -138,6 +167,6 @@ class HashGrid(nn.Module):
                           ^ x[..., None, None, :]) & self.hash_mask)
         rows = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)) + self.offsets.view(1, -1, 1, 1, 1)
         weights = w[2][..., :, None, None] * w[1][..., None, :, None] * w[0][..., None, None, :]
-        values = self.table[rows.reshape(n, self.levels, 8)]  # (n, L, 8, F)
+        values = gather_rows(self.table, rows.reshape(-1)).reshape(n, self.levels, 8, -1)  # (n, L, 8, F)
         features = (weights.reshape(n, self.levels, 8, 1) * values).sum(dim=2)  # (n, L, F)
         return features.reshape(n, self.out_dim)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nerf.encoding import HashGrid, fourier_dim, fourier_encode, spherical_harmonics
+from nerf.encoding import HashGrid, fourier_dim, fourier_encode, gather_rows, spherical_harmonics
 
 # --------------------------------------------------------------------------- Fourier
 
@@ -183,3 +183,16 @@ def test_hash_grid_gradients_reach_only_the_rows_used() -> None:
     assert torch.all(grad[~used] == 0)
     assert torch.all(grad[used] != 0)
     assert 0 < int(used.sum()) < grad.shape[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_gather_rows_sums_gradients_of_repeated_rows_like_indexing(dtype) -> None:
+    torch.manual_seed(0)
+    table = torch.randn(50, 2, requires_grad=True)
+    rows = torch.randint(0, 50, (400,)).to(dtype)  # many rows repeat
+    upstream = torch.randn(400, 2)
+    (gather_rows(table, rows) * upstream).sum().backward()
+    mine, table.grad = table.grad, None
+    (table[rows.long()] * upstream).sum().backward()
+    assert torch.equal(gather_rows(table, rows), table[rows.long()])
+    torch.testing.assert_close(mine, table.grad, rtol=1e-6, atol=1e-6)
