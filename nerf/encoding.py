@@ -167,6 +167,6 @@ class HashGrid(nn.Module):
                           ^ x[..., None, None, :]) & self.hash_mask)
         rows = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)) + self.offsets.view(1, -1, 1, 1, 1)
         weights = w[2][..., :, None, None] * w[1][..., None, :, None] * w[0][..., None, None, :]
-        values = gather_rows(self.table, rows.reshape(-1)).reshape(n, self.levels, 8, -1)  # (n, L, 8, F)
+        values = gather_rows(self.table, rows.reshape(-1)).reshape(n, self.levels, 8, self.features_per_level)
         features = (weights.reshape(n, self.levels, 8, 1) * values).sum(dim=2)  # (n, L, F)
         return features.reshape(n, self.out_dim)
