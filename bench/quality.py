@@ -52,12 +52,14 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
     print(f"{kind} on {device}: {train_views.n_views} training views of {train_views.width}x"
           f"{train_views.height}, {test_views.n_views} held out; {arithmetic}, compiled {compiled}", flush=True)
 
-    train_peak = [float("nan")]  # GiB, training only: the peak is reset after each evaluation
+    # GiB, training only: the device's peak is reset after each evaluation. NaN on the CPU.
+    train_peak = 0.0 if device.type == "cuda" else float("nan")
 
     def record(step: int, seconds: float) -> None:
+        nonlocal train_peak
         if device.type == "cuda":
-            train_peak[0] = max(train_peak[0] if rows else 0.0, torch.cuda.max_memory_allocated(device) / 2**30)
-        peak = train_peak[0]
+            train_peak = max(train_peak, torch.cuda.max_memory_allocated(device) / 2**30)
+        peak = train_peak
         started = time.perf_counter()
         psnr = evaluate_views(model, test_views, params.render.chunk, device)
         if device.type == "cuda":
