@@ -185,6 +185,10 @@ class TrainConfig:
     # torch.compile the fields' forward passes (dynamic shapes) for training. Off by default:
     # on an H100 it costs ~15 s before the first step and gains 10-25% per step.
     compile: bool = False
+    # RGBA sources (Blender folders): each training ray is composited on its own random
+    # background colour, in the render and in the target, as instant-NGP trains; evaluation
+    # keeps split.background. Without alpha (the embedded sample) it changes nothing.
+    random_background: bool = True
 
 
 @dataclass(frozen=True)

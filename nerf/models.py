@@ -113,7 +113,7 @@ class NerfModel(_Scene):
         t_fine = sample_pdf(bins, weights.detach(), self.config.fine_samples, randomized, generator)
         t_all = torch.sort(torch.cat([t, t_fine.detach()], dim=-1), dim=-1).values
         fine, _ = self._render_dense(self.fine, rays, t_all)
-        return fine._replace(coarse_rgb=coarse.rgb)
+        return fine._replace(coarse_rgb=coarse.rgb, coarse_opacity=coarse.opacity)
 
 
 class FastModel(_Scene):

@@ -25,6 +25,7 @@ class RenderOutput(NamedTuple):
     depth: Tensor  # (n_rays,) expected depth of the visible surface (weighted mean t)
     opacity: Tensor  # (n_rays,) sum of weights, in [0, 1]
     coarse_rgb: Tensor | None = None  # (n_rays, 3) hierarchical models' coarse pass
+    coarse_opacity: Tensor | None = None  # (n_rays,) and its opacity
 
 
 def weights_dense(sigmas: Tensor, deltas: Tensor) -> Tensor:
@@ -82,3 +83,13 @@ def composite_packed(
     )
     rgb = rgb + (1.0 - opacity).unsqueeze(-1) * background
     return RenderOutput(rgb, depth, opacity)
+
+
+def recomposite(rgb: Tensor, opacity: Tensor, old: Tensor, new: Tensor) -> Tensor:
+    """Colours composited on ``old`` moved onto ``new``: rgb + (1 - opacity) (new - old).
+
+    rgb: (n, 3); opacity: (n,) coverage in [0, 1] (a render's opacity, or an image's alpha);
+    old: (3,) or (n, 3); new: (3,) or (n, 3) -> (n, 3). Exact for anything composited as
+    ``colour + (1 - opacity) * background``, area-averaged images included.
+    """
+    return rgb + (1.0 - opacity).unsqueeze(-1) * (new - old)

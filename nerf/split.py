@@ -79,8 +79,10 @@ def split_scene(scene: Scene, config: SplitConfig) -> tuple[Views, Views, dict[s
         print(f"note: split.background is {config.background}, but the source images are RGB, "
               "already composited on black; keeping black", file=sys.stderr)
     images = resize(composite(scene.images, bg), config.image_size)
+    # Area averaging is linear, so the resized coverage still recomposites the resized colours.
+    alpha = resize(scene.images[..., 3:], config.image_size)[..., 0].astype(np.float32) if rgba else None
     focal = scene.focal * images.shape[2] / scene.images.shape[2]
-    views = Views(images.astype(np.float32), scene.poses, focal, scene.names, bg)
+    views = Views(images.astype(np.float32), scene.poses, focal, scene.names, bg, alpha)
     parts = {"train": (train, views.subset(train)), "test": (test, views.subset(test))}
     manifest = {
         "strategy": config.strategy,

@@ -26,6 +26,7 @@ from nerf.io import atomic_file
 from nerf.metrics import mse_to_psnr, psnr
 from nerf.models import Model, build_model, render_image
 from nerf.rays import Rays, camera_directions, rays_from_pixels
+from nerf.rendering import recomposite
 from nerf.views import Views
 
 
@@ -71,8 +72,10 @@ class TrainingRays(NamedTuple):
     """Every pixel of the training views as a ray with its colour, image-major."""
 
     rays: Rays  # (n_views * height * width) rays
-    colors: Tensor  # (n_views * height * width, 3)
+    colors: Tensor  # (n_views * height * width, 3), composited on ``background``
     pixels_per_view: int
+    background: Tensor  # (3,)
+    alpha: Tensor | None  # (n_views * height * width,) coverage, for RGBA sources
 
 
 def training_rays(views: Views, device: torch.device) -> TrainingRays:
@@ -80,7 +83,9 @@ def training_rays(views: Views, device: torch.device) -> TrainingRays:
     poses = torch.from_numpy(views.poses).to(device)
     rays = rays_from_pixels(poses[:, None, None], directions[None])
     colors = torch.from_numpy(views.images).to(device).reshape(-1, 3)
-    return TrainingRays(rays, colors, views.height * views.width)
+    background = torch.from_numpy(views.background).to(device)
+    alpha = None if views.alpha is None else torch.from_numpy(views.alpha).to(device).reshape(-1)
+    return TrainingRays(rays, colors, views.height * views.width, background, alpha)
 
 
 class TrainSummary(NamedTuple):
@@ -260,11 +265,19 @@ class _Loop:
             index = torch.randint(self.n_views * per_view, (n_rays,), device=self.device, generator=generator)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = model.render_rays(data.rays[index], randomized=True, generator=generator)
-        target = data.colors[index]
-        mse = F.mse_loss(out.rgb.float(), target)
+        rgb, coarse_rgb, target = out.rgb.float(), out.coarse_rgb, data.colors[index]
+        if self.config.random_background and data.alpha is not None:
+            # Each ray's own random background, on both sides of the loss: a scene that
+            # explains the background with density (floaters) now gets it wrong.
+            new = torch.rand(len(index), 3, device=self.device, generator=generator)
+            rgb = recomposite(rgb, out.opacity.float(), model.background, new)
+            target = recomposite(target, data.alpha[index], data.background, new)
+            if coarse_rgb is not None:
+                coarse_rgb = recomposite(coarse_rgb.float(), out.coarse_opacity.float(), model.background, new)
+        mse = F.mse_loss(rgb, target)
         loss = mse
-        if out.coarse_rgb is not None:
-            loss = loss + F.mse_loss(out.coarse_rgb.float(), target)
+        if coarse_rgb is not None:
+            loss = loss + F.mse_loss(coarse_rgb.float(), target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

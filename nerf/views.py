@@ -1,4 +1,5 @@
-"""A set of posed RGB views: what the split stage writes and training and evaluation read."""
+"""A set of posed RGB views (and their coverage, for RGBA sources): what the split stage
+writes and training and evaluation read."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ class Views:
     focal:      focal length in pixels at this width
     names:      one name per view, naming the source view (e.g. ``train/r_12``)
     background: (3,) float32 colour the images were composited on
+    alpha:      (n_views, height, width) float32 coverage in [0, 1] of RGBA sources (how much
+                of each pixel the scene covers; ``images`` = colour + (1 - alpha) background),
+                or None for RGB sources
     """
 
     images: np.ndarray
@@ -29,6 +33,7 @@ class Views:
     focal: float
     names: tuple[str, ...]
     background: np.ndarray
+    alpha: np.ndarray | None = None
 
     @property
     def n_views(self) -> int:
@@ -49,6 +54,7 @@ class Views:
             images=self.images[indices],
             poses=self.poses[indices],
             names=tuple(self.names[i] for i in indices),
+            alpha=None if self.alpha is None else self.alpha[indices],
         )
 
 
@@ -61,6 +67,8 @@ def save_views(path: str | Path, views: Views) -> None:
         "names": np.array(views.names, dtype=str),
         "background": views.background.astype(np.float32),
     }
+    if views.alpha is not None:
+        arrays["alpha"] = views.alpha.astype(np.float32)
     with atomic_file(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         for key, array in arrays.items():
             # A fixed timestamp: the same views give the same bytes (and the same DVC hash).
@@ -79,10 +87,15 @@ def load_views(path: str | Path) -> Views:
         missing = {"images", "poses", "focal", "names", "background"} - set(data.files)
         if missing:
             raise DataError(f"{path}: missing arrays {sorted(missing)}; not a split file")
+        alpha = data["alpha"].astype(np.float32) if "alpha" in data.files else None
+        if alpha is not None and alpha.shape != data["images"].shape[:3]:
+            raise DataError(f"{path}: alpha has shape {alpha.shape}, expected {data['images'].shape[:3]} "
+                            "(one value per pixel); rerun the split stage")
         return Views(
             images=data["images"].astype(np.float32),
             poses=data["poses"].astype(np.float32),
             focal=float(data["focal"]),
             names=tuple(str(n) for n in data["names"]),
             background=data["background"].astype(np.float32),
+            alpha=alpha,
         )

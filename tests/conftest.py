@@ -36,10 +36,10 @@ def shared_path(rel: str) -> Path:
 
 @pytest.fixture(scope="session")
 def lego_frames() -> tuple[float, list[tuple[list, Image.Image]]]:
-    """camera_angle_x and (transform_matrix, RGBA image downscaled to 40x40) of 3 real frames."""
+    """camera_angle_x and (transform_matrix, RGBA image downscaled to 40x40) of 12 real frames."""
     meta = json.loads(shared_path("nerf_synthetic/lego/transforms_train.json").read_text())
     frames = []
-    for frame in meta["frames"][:3]:
+    for frame in meta["frames"][:12]:
         with Image.open(LEGO / f"{frame['file_path']}.png") as im:
             small = im.convert("RGBA").resize((40, 40), Image.BOX)
             frames.append((frame["transform_matrix"], small))
@@ -48,7 +48,7 @@ def lego_frames() -> tuple[float, list[tuple[list, Image.Image]]]:
 
 @pytest.fixture
 def make_blender(lego_frames):
-    """Builds a small Blender folder: ``layout`` maps a subset to frame indices (0..2)."""
+    """Builds a small Blender folder: ``layout`` maps a subset to frame indices (0..11)."""
     angle, frames = lego_frames
 
     def make(folder: Path, layout: dict[str, list[int]] | None = None) -> Path:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from nerf.rendering import composite_dense, composite_packed, weights_dense, weights_packed
+from nerf.rendering import composite_dense, composite_packed, recomposite, weights_dense, weights_packed
 
 LN2 = math.log(2.0)
 
@@ -149,3 +149,28 @@ def test_gradients_flow_through_packed_route_and_match_dense() -> None:
     assert torch.all(gs_p != 0) and torch.all(gc_p.abs().sum(-1) > 0)
     assert torch.allclose(gs_p, gs_d, atol=1e-5)
     assert torch.allclose(gc_p, gc_d, atol=1e-6)
+
+
+def test_recomposite_hand_case() -> None:
+    rgb = torch.tensor([[0.35, 0.45, 0.4], [0.2, 0.4, 0.8]])
+    opacity = torch.tensor([0.5, 0.0])
+    new = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    out = recomposite(rgb, opacity, torch.tensor([0.2, 0.4, 0.8]), new)
+    # Half covered: the old background's half out, the new one's half in; empty: the new one.
+    assert out[0].tolist() == pytest.approx([0.35 - 0.1 + 0.5, 0.45 - 0.2, 0.4 - 0.4])
+    assert out[1].tolist() == pytest.approx([0.0, 0.0, 0.0])
+
+
+def test_recomposite_equals_rendering_on_the_new_background() -> None:
+    # Moving a render onto per-ray backgrounds equals rendering on them (dense and packed).
+    gen = torch.Generator().manual_seed(3)
+    sigmas, deltas = torch.rand(5, 7, generator=gen) * 2, torch.rand(5, 7, generator=gen) * 0.5
+    rgbs, t = torch.rand(5, 7, 3, generator=gen), torch.linspace(2, 6, 7).expand(5, 7)
+    old, new = torch.tensor([1.0, 1.0, 1.0]), torch.rand(5, 3, generator=gen)
+    weights = weights_dense(sigmas, deltas)
+    on_old = composite_dense(weights, rgbs, t, old)
+    expected = composite_dense(weights, rgbs, t, new)
+    assert torch.allclose(recomposite(on_old.rgb, on_old.opacity, old, new), expected.rgb, atol=1e-6)
+    ray_indices = torch.arange(5).repeat_interleave(7)
+    packed = composite_packed(weights.reshape(-1), rgbs.reshape(-1, 3), t.reshape(-1), ray_indices, 5, old)
+    assert torch.allclose(recomposite(packed.rgb, packed.opacity, old, new), expected.rgb, atol=1e-6)

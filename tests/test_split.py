@@ -12,10 +12,10 @@ from conftest import run_script, write_params
 
 from nerf.config import DataConfig, SplitConfig
 from nerf.download import download
-from nerf.errors import ConfigError
+from nerf.errors import ConfigError, DataError
 from nerf.scene import Scene
 from nerf.split import resize, split, split_indices, split_scene
-from nerf.views import load_views
+from nerf.views import load_views, save_views
 
 
 def make_scene(n: int = 10, h: int = 4, w: int = 6, channels: int = 3, subsets=None) -> Scene:
@@ -96,6 +96,38 @@ def test_background_compositing(background, expected):
     np.testing.assert_allclose(test.images[0, 0, 0], expected, atol=1e-6)
     assert train.images.shape == (1, 1, 1, 3) and manifest["background"] == background
     assert train.background.tolist() == ([1.0] * 3 if background == "white" else [0.0] * 3)
+
+
+def test_rgba_source_keeps_its_resized_coverage_which_recomposites_exactly(tmp_path):
+    # Area averaging is linear: the white split, moved onto black with its resized alpha,
+    # equals the black split; alpha survives save and load, and subsets follow the views.
+    scene = make_scene(n=4, h=4, w=6, channels=4)
+    white, white_test, _ = split_scene(scene, SplitConfig(background="white", image_size=3))
+    black, _, _ = split_scene(scene, SplitConfig(background="black", image_size=3))
+    assert white.alpha.shape == (3, 2, 3) and white_test.alpha.shape == (1, 2, 3)
+    np.testing.assert_allclose(white.alpha, resize(scene.images[:3, ..., 3:], 3)[..., 0], atol=1e-7)
+    moved = white.images + (1 - white.alpha[..., None]) * (black.background - white.background)
+    np.testing.assert_allclose(moved, black.images, atol=1e-6)
+    save_views(tmp_path / "v.npz", white)
+    loaded = load_views(tmp_path / "v.npz")
+    np.testing.assert_array_equal(loaded.alpha, white.alpha)
+    np.testing.assert_array_equal(loaded.subset([2, 0]).alpha, white.alpha[[2, 0]])
+
+
+def test_rgb_source_has_no_coverage_and_its_file_no_alpha(tmp_path):
+    train, _, _ = split_scene(make_scene(), SplitConfig())
+    assert train.alpha is None
+    save_views(tmp_path / "v.npz", train)
+    with np.load(tmp_path / "v.npz") as data:
+        assert "alpha" not in data.files
+    assert load_views(tmp_path / "v.npz").alpha is None
+
+
+def test_alpha_of_the_wrong_shape_is_named(tmp_path):
+    views, _, _ = split_scene(make_scene(n=4, channels=4), SplitConfig())
+    save_views(tmp_path / "v.npz", dataclasses.replace(views, alpha=views.alpha[:, :2]))
+    with pytest.raises(DataError, match=r"v\.npz: alpha has shape \(3, 2, 6\), expected \(3, 4, 6\)"):
+        load_views(tmp_path / "v.npz")
 
 
 def test_rgb_source_keeps_black(capsys):

@@ -11,11 +11,13 @@ import pytest
 import torch
 from conftest import REPO, shared_path
 
-from nerf.config import FastModelConfig, ModelConfig, TrainConfig
+from nerf.config import FastModelConfig, ModelConfig, SplitConfig, TrainConfig
 from nerf.errors import DataError
 from nerf.metrics import psnr
 from nerf.models import build_model, render_image
 from nerf.rays import image_rays
+from nerf.scene import Scene
+from nerf.split import split_scene
 from nerf.training import (
     evaluate_views,
     learning_rate,
@@ -52,10 +54,22 @@ def crops() -> Views:
     return Views(images, poses, focal, tuple(f"train/r_{i}" for i in index), np.zeros(3, np.float32))
 
 
-def fast_model(seed: int = 0, **overrides):
+@pytest.fixture(scope="module")
+def rgba_views(lego_frames) -> Views:
+    """11 real lego views (the Blender folder's RGBA PNGs at 40x40) on white, with alpha."""
+    angle, frames = lego_frames
+    images = np.stack([np.asarray(image, np.float32) / 255 for _, image in frames])
+    poses = np.array([matrix for matrix, _ in frames], np.float32)
+    focal = 0.5 * 40 / math.tan(0.5 * angle)
+    scene = Scene(images, poses, focal, tuple(f"train/r_{i}" for i in range(len(frames))), ("train",) * len(frames))
+    views, _, _ = split_scene(scene, SplitConfig(strategy="every_nth", every_nth=len(frames), background="white"))
+    return views
+
+
+def fast_model(seed: int = 0, background: float = 0.0, **overrides):
     torch.manual_seed(seed)  # train() seeds the batches; initialisation is the caller's
     config = ModelConfig(kind="fast", fast=dataclasses.replace(FAST, **overrides))
-    return build_model(config, NEAR, FAR, torch.zeros(3)), config
+    return build_model(config, NEAR, FAR, torch.full((3,), background)), config
 
 
 def train_config(steps: int, seed: int = 0) -> TrainConfig:
@@ -99,6 +113,40 @@ def test_fast_model_overfits_real_crops(crops) -> None:
         out = render_image(model, torch.from_numpy(crops.poses[1]), 32, 32, crops.focal, 4096)
     direct = float(psnr(out.rgb.clamp(0, 1), torch.from_numpy(crops.images[1])))
     assert direct > before + 4.0
+
+
+def _opacity_error(model, views: Views) -> float:
+    """Mean |rendered opacity - alpha| over every pixel of ``views``."""
+    errors = []
+    with torch.no_grad():
+        for pose, alpha in zip(views.poses, views.alpha, strict=True):
+            out = render_image(model, torch.from_numpy(pose), views.height, views.width, views.focal, 4096)
+            errors.append(float((out.opacity.reshape(alpha.shape) - torch.from_numpy(alpha)).abs().mean()))
+    return sum(errors) / len(errors)
+
+
+def test_random_backgrounds_teach_the_coverage_of_rgba_views(rgba_views) -> None:
+    # On a fixed white background, white-ish parts and empty space are interchangeable; with
+    # a random colour behind each training ray only the true coverage fits. Measured at 300
+    # steps over init seeds 0-2: |opacity - alpha| 0.033-0.039 random, 0.055-0.058 fixed.
+    errors = {}
+    for random_background in (False, True):
+        model, _ = fast_model(background=1.0)
+        config = dataclasses.replace(train_config(300), random_background=random_background)
+        train(model, rgba_views, None, config, CPU, progress=False)
+        errors[random_background] = _opacity_error(model, rgba_views)
+    assert errors[True] < 0.8 * errors[False] and errors[True] < 0.05, errors
+
+
+def test_random_backgrounds_change_nothing_for_rgb_views(crops) -> None:
+    # The embedded sample has no alpha: no extra random draws, bit-identical training.
+    weights = []
+    for random_background in (False, True):
+        model, _ = fast_model()
+        train(model, crops, None, dataclasses.replace(train_config(20), random_background=random_background),
+              CPU, progress=False)
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def _output_dtypes(module: torch.nn.Module) -> list[torch.dtype]:
