@@ -2,43 +2,53 @@
 # The GPU measurements of the fast-NeRF issue, in one command per part (a lent GPU machine
 # is held for minutes at a time, so each part runs everything that belongs together).
 #
+#   bash bench/gpu.sh all      OUT [LEGO]   # the issue's targets in one call of ~9.5 min,
+#                                           # most needed first (see below)
 #   bash bench/gpu.sh speed    OUT   # steps/s, rays/s, samples/s, peak memory: every kind,
 #                                    # fp32 / bf16 autocast / bf16 + torch.compile
 #   bash bench/gpu.sh embedded OUT   # PSNR at 2..60 s of training on the embedded sample split
 #   bash bench/gpu.sh full     OUT [LEGO] [STEPS] [POINTS...]
-#                                    # 800x800 Blender lego, 1 view in 8 held out (bf16 + compile)
+#                                    # 800x800 Blender lego, 1 view in 8 held out
+#                                    # (PRECISION=bf16 COMPILE=true unless set)
 #   bash bench/gpu.sh speed800 OUT [LEGO]   # fast's step speed at that size, per variant
 #   bash bench/gpu.sh profile  OUT   # top kernels of seed and fast steps
 #
 # LEGO is a Blender folder (default .lego/lego: a copy of ../shared/data/nerf_synthetic/lego
 # that travels with the working tree). CSVs, PNG plots and logs go to OUT.
+# Environment: DEVICE (default cuda; cpu dry-runs the commands), FULL_SECONDS (all: the
+# full-size training budget, default 300), EXTRA_SET (more KEY=VALUE overrides for every
+# full-size run, e.g. split.image_size=100 for a quick dry run).
 set -uo pipefail
-part=${1:?usage: bash bench/gpu.sh speed|embedded|full OUT}
-out=${2:?usage: bash bench/gpu.sh speed|embedded|full OUT}
+usage="usage: bash bench/gpu.sh all|speed|embedded|full|speed800|profile OUT"
+part=${1:?$usage}
+out=${2:?$usage}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
+device=${DEVICE:-cuda}
+read -r -a extra <<< "${EXTRA_SET:-}"
 
 # The full-size configuration: instant-NGP's table and resolutions, a finer occupancy grid
 # and march, larger batches, white background (the Blender convention).
 LEGO_800=(split.strategy=every_nth split.every_nth=8 split.image_size=null split.background=white
           model.fast.levels=16 model.fast.log2_table_size=19 model.fast.max_resolution=2048
           model.fast.grid_resolution=128 model.fast.steps_per_diagonal=1024
-          model.fast.samples_per_batch=262144 model.fast.max_rays_per_batch=32768 render.chunk=16384)
+          model.fast.samples_per_batch=262144 model.fast.max_rays_per_batch=32768 render.chunk=16384
+          ${extra[@]+"${extra[@]}"})
 
 case $part in
 speed)
   for variant in "fp32 false" "bf16 false" "bf16 true"; do
     set -- $variant
-    $py -m bench.speed --devices cuda --kinds seed nerf fast --steps 30 --warmup 15 \
+    $py -m bench.speed --devices $device --kinds seed nerf fast --steps 30 --warmup 15 \
       --set train.precision=$1 train.compile=$2 --out "$out/speed_$1_compile-$2.csv" || echo "speed $variant failed"
   done
   ;;
 embedded)
   # A schedule sized for each budget: 10 s and 60 s of training.
-  $py -m bench.quality --devices cuda --kinds fast --steps 1500 --points 2 5 10 \
+  $py -m bench.quality --devices $device --kinds fast --steps 1500 --points 2 5 10 \
     --out "$out/quality_gpu_10s" || echo "embedded 10 s failed"
-  $py -m bench.quality --devices cuda --kinds fast --steps 8000 --points 10 30 60 \
+  $py -m bench.quality --devices $device --kinds fast --steps 8000 --points 10 30 60 \
     --out "$out/quality_gpu_60s" || echo "embedded 60 s failed"
   ;;
 full)
@@ -46,24 +56,69 @@ full)
   steps=${4:-20000}
   shift $(( $# < 4 ? $# : 4 ))
   points=("${@:-30 60 120 300}")
-  $py -m bench.quality --devices cuda --kinds fast --steps "$steps" --points ${points[@]} \
-    --set data.source="$lego" "${LEGO_800[@]}" train.precision=bf16 train.compile=true \
+  $py -m bench.quality --devices $device --kinds fast --steps "$steps" --points ${points[@]} \
+    --set data.source="$lego" "${LEGO_800[@]}" train.precision=${PRECISION:-bf16} train.compile=${COMPILE:-true} \
     --out "$out/quality_lego800" || echo "full failed"
   ;;
 speed800)
   lego=${3:-.lego/lego}
   for variant in "fp32 false" "bf16 false" "bf16 true"; do
     set -- $variant
-    $py -m bench.speed --devices cuda --kinds fast --steps 30 --warmup 15 \
+    $py -m bench.speed --devices $device --kinds fast --steps 30 --warmup 15 \
       --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 \
       --out "$out/speed800_$1_compile-$2.csv" || echo "speed800 $variant failed"
   done
   ;;
 profile)
-  $py -m bench.profile --device cuda --kinds seed fast --out "$out" || echo "profile failed"
+  $py -m bench.profile --device $device --kinds seed fast --out "$out" || echo "profile failed"
+  ;;
+all)
+  # 1. The CUDA tests (tests/test_devices.py), with pytest installed from .gpu_wheels where
+  #    the machine lacks it (pip download -d .gpu_wheels pytest, and carry .gpu_wheels).
+  # 2. fast's full-size step speed, eager float32 against bf16 + compile: the faster one
+  #    trains the full-size run, its schedule sized to FULL_SECONDS at that speed.
+  # 3. PSNR within 2, 5 and 10 s on the embedded sample, default params.
+  # 4. The full-size run, PSNR at 1/5, 2/5, 3/5 and all of FULL_SECONDS.
+  # 5. In the time left: every kind's speed with the defaults, and a profile of seed.
+  lego=${3:-.lego/lego}
+  seconds=${FULL_SECONDS:-300}
+  started=$SECONDS
+  if ! $py -c "import pytest" 2>/dev/null && [ -d .gpu_wheels ]; then
+    $py -m pip install -q --no-index --find-links .gpu_wheels pytest > "$out/pip.txt" 2>&1
+  fi
+  NERF_TEST_DEVICE=$device timeout 180 $py -m pytest -q -p no:cacheprovider tests/test_devices.py \
+    > "$out/test_devices.txt" 2>&1; echo "test_devices: exit $?" | tee -a "$out/test_devices.txt"
+  echo "[$((SECONDS - started)) s] tests done"
+  best=0; variant="fp32 false"
+  for v in "fp32 false" "bf16 true"; do
+    set -- $v
+    $py -m bench.speed --devices $device --kinds fast --steps 20 --warmup 10 \
+      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 \
+      --out "$out/speed800_$1_compile-$2.csv" || echo "speed800 $v failed"
+    rate=$($py -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['steps_per_s'])" \
+      "$out/speed800_$1_compile-$2.csv" 2>/dev/null || echo 0)
+    if $py -c "import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))" "$rate" "$best"; then
+      best=$rate; variant=$v
+    fi
+  done
+  set -- $variant
+  steps=$($py -c "import sys; print(max(int(float(sys.argv[1]) * float(sys.argv[2]) * 0.95), 100))" "$best" "$seconds")
+  echo "[$((SECONDS - started)) s] full size: $variant at $best steps/s -> a $steps-step schedule" | tee "$out/choice.txt"
+  $py -m bench.quality --devices $device --kinds fast --steps 1500 --points 2 5 10 \
+    --out "$out/quality_embedded_10s" || echo "embedded 10 s failed"
+  echo "[$((SECONDS - started)) s] embedded done"
+  $py -m bench.quality --devices $device --kinds fast --steps "$steps" \
+    --points $((seconds / 5)) $((seconds * 2 / 5)) $((seconds * 3 / 5)) $seconds \
+    --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 \
+    --out "$out/quality_lego800" || echo "full failed"
+  echo "[$((SECONDS - started)) s] full size done"
+  $py -m bench.speed --devices $device --kinds fast nerf seed --steps 30 --warmup 15 \
+    --out "$out/speed_defaults.csv" || echo "speed failed"
+  $py -m bench.profile --device $device --kinds seed --out "$out" || echo "profile failed"
+  echo "[$((SECONDS - started)) s] all done"
   ;;
 *)
-  echo "unknown part $part; expected speed, embedded or full" >&2
+  echo "unknown part $part; $usage" >&2
   exit 2
   ;;
 esac
