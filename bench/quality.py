@@ -69,7 +69,8 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
         rows.append({"kind": kind, "device": machine(device), "precision": arithmetic, "compiled": compiled,
                      "image": f"{test_views.width}x{test_views.height}", f"point_{by}": pending[0],
                      "seconds": round(seconds, 2), "step": step, "psnr": round(psnr, 3),
-                     "render_s_per_view": round(render_s, 4), "peak_train_gib": round(peak, 2)})
+                     "render_s_per_view": round(render_s, 4), "peak_train_gib": round(peak, 2),
+                     "overrides": " ".join(overrides)})
         memory = f"; peak training memory {peak:.2f} GiB" if device.type == "cuda" else ""
         print(f"{kind} on {device}: {psnr:.2f} dB at {seconds:.1f} s (step {step}); render "
               f"{render_s:.3f} s/view{memory}", flush=True)

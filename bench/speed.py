@@ -43,11 +43,12 @@ def measure(kind: str, device: torch.device, steps: int, warmup: int, params_pat
     pixels = train_views.height * train_views.width
     batch = lambda: model.rays_per_batch() or pixels  # None: one whole image
     times, samples, rays = [], [], [batch()]
-    last = [0.0]
+    last = 0.0
 
     def on_step(step: int, seconds: float) -> bool:
-        times.append(seconds - last[0])
-        last[0] = seconds
+        nonlocal last
+        times.append(seconds - last)
+        last = seconds
         samples.append(counter.count)
         counter.count = 0
         rays.append(batch())
@@ -76,6 +77,7 @@ def measure(kind: str, device: torch.device, steps: int, warmup: int, params_pat
         "samples_per_step": n_samples,
         "peak_memory_gib": round(peak, 2),
         "timed_steps": steps,
+        "overrides": " ".join(overrides),
     }
 
 
