@@ -86,7 +86,7 @@ all)
   if ! $py -c "import pytest" 2>/dev/null && [ -d .gpu_wheels ]; then
     $py -m pip install -q --no-index --find-links .gpu_wheels pytest > "$out/pip.txt" 2>&1
   fi
-  NERF_TEST_DEVICE=$device timeout 180 $py -m pytest -q -p no:cacheprovider tests/test_devices.py \
+  NERF_TEST_DEVICE=$device timeout 120 $py -m pytest -q -p no:cacheprovider tests/test_devices.py \
     > "$out/test_devices.txt" 2>&1; echo "test_devices: exit $?" | tee -a "$out/test_devices.txt"
   echo "[$((SECONDS - started)) s] tests done"
   best=0; variant="fp32 false"
