@@ -26,7 +26,7 @@ from nerf.io import atomic_file
 from nerf.metrics import mse_to_psnr, psnr
 from nerf.models import Model, build_model, render_image
 from nerf.rays import Rays, camera_directions, rays_from_pixels
-from nerf.rendering import recomposite
+from nerf.rendering import RenderOutput, recomposite
 from nerf.views import Views
 
 
@@ -86,6 +86,36 @@ def training_rays(views: Views, device: torch.device) -> TrainingRays:
     background = torch.from_numpy(views.background).to(device)
     alpha = None if views.alpha is None else torch.from_numpy(views.alpha).to(device).reshape(-1)
     return TrainingRays(rays, colors, views.height * views.width, background, alpha)
+
+
+class Target(NamedTuple):
+    """The colours a batch of rays must render, and on what background."""
+
+    rgb: Tensor  # (n_rays, 3) composited on ``background``
+    background: Tensor  # (3,)
+    alpha: Tensor | None = None  # (n_rays,) coverage; with ``new``, the loss is on ``new``
+    new: Tensor | None = None  # (n_rays, 3) each ray's random background colour
+
+
+def colour_loss(out: RenderOutput, rendered_on: Tensor, target: Target) -> tuple[Tensor, Tensor]:
+    """(MSE of the final colours, training loss: that plus the coarse pass's MSE if any).
+
+    ``out`` was rendered on ``rendered_on`` (3,). With ``target.new``, every pass and the
+    target move onto each ray's own background first: a scene that explains the background
+    with density (floaters) cannot match a colour it does not know.
+    """
+    goal = target.rgb
+    if target.new is not None:
+        goal = recomposite(goal, target.alpha, target.background, target.new)
+    errors = []
+    for rgb, opacity in ((out.rgb, out.opacity), (out.coarse_rgb, out.coarse_opacity)):
+        if rgb is None:
+            continue
+        rgb = rgb.float()
+        if target.new is not None:
+            rgb = recomposite(rgb, opacity.float(), rendered_on, target.new)
+        errors.append(F.mse_loss(rgb, goal))
+    return errors[0], sum(errors[1:], errors[0])
 
 
 class TrainSummary(NamedTuple):
@@ -265,19 +295,11 @@ class _Loop:
             index = torch.randint(self.n_views * per_view, (n_rays,), device=self.device, generator=generator)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = model.render_rays(data.rays[index], randomized=True, generator=generator)
-        rgb, coarse_rgb, target = out.rgb.float(), out.coarse_rgb, data.colors[index]
+        target = Target(data.colors[index], data.background)
         if self.config.random_background and data.alpha is not None:
-            # Each ray's own random background, on both sides of the loss: a scene that
-            # explains the background with density (floaters) now gets it wrong.
             new = torch.rand(len(index), 3, device=self.device, generator=generator)
-            rgb = recomposite(rgb, out.opacity.float(), model.background, new)
-            target = recomposite(target, data.alpha[index], data.background, new)
-            if coarse_rgb is not None:
-                coarse_rgb = recomposite(coarse_rgb.float(), out.coarse_opacity.float(), model.background, new)
-        mse = F.mse_loss(rgb, target)
-        loss = mse
-        if coarse_rgb is not None:
-            loss = loss + F.mse_loss(coarse_rgb.float(), target)
+            target = Target(target.rgb, target.background, data.alpha[index], new)
+        mse, loss = colour_loss(out, model.background, target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

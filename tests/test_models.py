@@ -55,6 +55,17 @@ def test_each_kind_renders_a_batch_of_rays(kind, cls, randomized) -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+def test_nerf_reports_its_coarse_pass_opacity() -> None:
+    # The same coarse network alone (same seed, no fine samples) renders the same opacity,
+    # and the coarse colour is its scene colour (at most its opacity) plus the background.
+    rays = image_rays(POSE, 4, 5, 6.0)
+    out = tiny_model("nerf").render_rays(rays, randomized=False)
+    coarse_only = tiny_model("nerf", fine_samples=0).render_rays(rays, randomized=False)
+    assert torch.equal(out.coarse_opacity, coarse_only.opacity)
+    scene = out.coarse_rgb - (1 - out.coarse_opacity)[:, None] * BACKGROUND
+    assert torch.all(scene >= -1e-6) and torch.all(scene <= out.coarse_opacity[:, None] + 1e-6)
+
+
 def test_nerf_without_fine_samples_returns_the_coarse_pass() -> None:
     model = tiny_model("nerf", fine_samples=0)
     assert model.fine is None

@@ -16,9 +16,12 @@ from nerf.errors import DataError
 from nerf.metrics import psnr
 from nerf.models import build_model, render_image
 from nerf.rays import image_rays
+from nerf.rendering import RenderOutput
 from nerf.scene import Scene
 from nerf.split import split_scene
 from nerf.training import (
+    Target,
+    colour_loss,
     evaluate_views,
     learning_rate,
     load_checkpoint,
@@ -136,6 +139,27 @@ def test_random_backgrounds_teach_the_coverage_of_rgba_views(rgba_views) -> None
         train(model, rgba_views, None, config, CPU, progress=False)
         errors[random_background] = _opacity_error(model, rgba_views)
     assert errors[True] < 0.8 * errors[False] and errors[True] < 0.05, errors
+
+
+def test_colour_loss_moves_every_pass_and_the_target_onto_the_new_backgrounds() -> None:
+    gen = torch.Generator().manual_seed(0)
+    scene, coverage = torch.rand(6, 3, generator=gen) * 0.5, torch.rand(6, generator=gen)
+    coarse, coarse_coverage = torch.rand(6, 3, generator=gen) * 0.5, torch.rand(6, generator=gen)
+    rendered_on, target_on = torch.tensor([0.2, 0.4, 0.6]), torch.ones(3)
+    on = lambda colour, opacity, background: colour + (1 - opacity)[:, None] * background
+    out = RenderOutput(on(scene, coverage, rendered_on), torch.zeros(6), coverage,
+                       on(coarse, coarse_coverage, rendered_on), coarse_coverage)
+    new = torch.rand(6, 3, generator=gen)
+    target = Target(on(scene, coverage, target_on), target_on, coverage, new)
+    mse, loss = colour_loss(out, rendered_on, target)
+    # The fine pass is the target's scene: nothing to learn, whatever the backgrounds.
+    assert float(mse) == pytest.approx(0.0, abs=1e-12)
+    expected = torch.nn.functional.mse_loss(on(coarse, coarse_coverage, new), on(scene, coverage, new))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5) and float(expected) > 1e-3
+    # Without new backgrounds, the colours are compared as rendered.
+    mse, loss = colour_loss(out, rendered_on, Target(target.rgb, target_on))
+    assert float(mse) == pytest.approx(float(torch.nn.functional.mse_loss(out.rgb, target.rgb)), rel=1e-6)
+    assert float(mse) > 1e-3 and float(loss) > float(mse)
 
 
 def test_random_backgrounds_change_nothing_for_rgb_views(crops) -> None:
