@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import platform
 from collections.abc import Sequence
@@ -52,6 +53,15 @@ def params_with(path: Path, kind: str, overrides: Sequence[str] = ()) -> Params:
 def precision(params: Params, device: torch.device, model: Model) -> str:
     """The arithmetic training uses: "bf16" (autocast) or "fp32"."""
     return "bf16" if uses_bf16(params.train.precision, device, model) else "fp32"
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """``rows`` (dicts with the same keys) as a CSV file with a header; makes the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def add_params_arguments(parser: argparse.ArgumentParser) -> None:

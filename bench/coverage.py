@@ -12,13 +12,12 @@ in empty space). Writes bench/results/coverage.csv.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 from pathlib import Path
 
 import torch
 
-from bench.common import REPO, add_params_arguments, load_split, machine, make_model, params_with
+from bench.common import REPO, add_params_arguments, load_split, machine, make_model, params_with, write_csv
 from nerf.errors import ConfigError, run_stage
 from nerf.metrics import psnr
 from nerf.models import render_image
@@ -66,11 +65,7 @@ def main() -> None:
     for random_background in (True, False):
         rows.append(measure(args.kind, device, args.steps, args.params, args.overrides, random_background))
         print(", ".join(f"{k}={v}" for k, v in rows[-1].items()), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out, rows)
     print(f"wrote {args.out}")
 
 

@@ -15,7 +15,6 @@ and device).
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from bench.common import (
     make_model,
     params_with,
     precision,
+    write_csv,
 )
 from nerf.errors import run_stage
 from nerf.training import evaluate_views, train
@@ -127,11 +127,7 @@ def main() -> None:
         for kind in args.kinds:
             rows += curve(kind, device, args.points, args.by, args.params, args.overrides, args.steps,
                           args.eval_views)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out.with_suffix(".csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out.with_suffix(".csv"), rows)
     plot(rows, args.out.with_suffix(".png"), "seconds" if args.by == "seconds" else "step")
     print(f"wrote {args.out.with_suffix('.csv')} and {args.out.with_suffix('.png')}")
 

@@ -10,7 +10,6 @@ or the process's peak resident set on the CPU.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import resource
 import statistics
@@ -28,6 +27,7 @@ from bench.common import (
     make_model,
     params_with,
     precision,
+    write_csv,
 )
 from nerf.errors import run_stage
 from nerf.training import train
@@ -96,11 +96,7 @@ def main() -> None:
             row = measure(kind, device, args.steps, args.warmup, args.params, args.overrides)
             print(", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             rows.append(row)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(args.out, rows)
     print(f"wrote {args.out}")
 
 
