@@ -8,9 +8,10 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: pipeline test setup bench experiments
 
 # `dvc exp show` trimmed to what a sweep compares: the params that differ (and always the
-# model kind and steps), test PSNR and SSIM, training seconds and steps/s; best PSNR first.
+# model kind and steps), validation PSNR, test PSNR and SSIM, training seconds and steps/s;
+# best validation PSNR first (pick by it: the test views stay a fair final score).
 # Column patterns match from the start of the name.
-EXP_DROP := Created|State|Executor|.*loss|train\.psnr|step$$|eval\.|psnr_m|n_views|models|renders|videos|checkpoints|data
+EXP_DROP := Created|State|Executor|.*loss|train\.psnr|step$$|val\.seconds|psnr_m|n_views|models|renders|videos|checkpoints|data
 EXP_KEEP := model\.kind|train\.steps$$
 
 setup: $(VENV)/.installed
@@ -32,5 +33,5 @@ bench: setup
 # Run after `dvc exp run --queue ...` and `dvc queue start` (see the README); EXP_ARGS adds
 # flags, e.g. EXP_ARGS=--md for a markdown table.
 experiments:
-	dvc exp show --only-changed --hide-workspace --sort-by metrics/eval.json:psnr --sort-order desc \
+	dvc exp show --only-changed --hide-workspace --sort-by metrics/train/metrics.json:val.psnr --sort-order desc \
 	  --drop '$(EXP_DROP)' --keep '$(EXP_KEEP)' $(EXP_ARGS)

@@ -33,7 +33,7 @@ def measure(kind: str, device: torch.device, steps: int | None, params_path: Pat
         raise ConfigError(f"data.source {params.data.source} has no alpha: bench.coverage needs an RGBA source "
                           "(a Blender folder)")
     model = make_model(params.model, params, train_views, device, params.train.seed)
-    config = dataclasses.replace(params.train, steps=steps or params.train.steps, eval_every=10**9, checkpoint_every=0)
+    config = dataclasses.replace(params.train, steps=steps or params.train.steps, val_every=10**9, checkpoint_every=0)
     summary = train(model, train_views, None, config, device, progress=False)
     model.eval()
     scores, errors, empty = [], [], []

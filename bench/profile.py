@@ -26,7 +26,7 @@ def profile_kind(kind: str, device: torch.device, steps: int, warmup: int, param
     params = params_with(params_path, kind, overrides)
     train_views, _ = load_split(params.data.source, params.split)
     model = make_model(params.model, params, train_views, device, params.train.seed)
-    config = dataclasses.replace(params.train, eval_every=10**9, checkpoint_every=0)
+    config = dataclasses.replace(params.train, val_every=10**9, checkpoint_every=0)
     train(model, train_views, None, dataclasses.replace(config, steps=warmup), device, progress=False)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:

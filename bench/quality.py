@@ -81,7 +81,7 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
             record(step, seconds)
         return not pending
 
-    config = dataclasses.replace(params.train, steps=steps or params.train.steps, eval_every=10**9)
+    config = dataclasses.replace(params.train, steps=steps or params.train.steps, val_every=10**9)
     summary = train(model, train_views, None, config, device, progress=False, on_step=on_step)
     while pending:  # training ended before the last time point: its final model counts
         record(summary.steps, summary.seconds)

@@ -56,7 +56,7 @@ def measure(kind: str, device: torch.device, steps: int, warmup: int, params_pat
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    config = dataclasses.replace(params.train, steps=warmup + steps, eval_every=10**9)
+    config = dataclasses.replace(params.train, steps=warmup + steps, val_every=10**9)
     train(model, train_views, None, config, device, progress=False, on_step=on_step)
     step_s = statistics.median(times[warmup:])
     n_rays, n_samples = statistics.median(rays[warmup:-1]), statistics.median(samples[warmup:])

@@ -74,7 +74,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """How source views are divided into train and test sets, and resized."""
+    """How source views are divided into train, validation and test sets, and resized."""
 
     strategy: Literal["tail", "every_nth", "random", "official"] = "tail"
     # Fraction of views held out for testing (tail, random).
@@ -86,6 +86,11 @@ class SplitConfig:
     # Colour RGBA sources are composited on.
     background: Literal["black", "white"] = "black"
     seed: int = 0
+    # Views set aside for validation: training's held-out PSNR curve, and the score to pick
+    # hyperparameters by, so that the test views stay unseen until evaluation. Taken evenly
+    # spaced from the training views, or for split.strategy official from the source's own
+    # validation views (transforms_val.json) where it has them. 0: no validation.
+    val_views: int = _range(4, ge=0)
 
 
 @dataclass(frozen=True)
@@ -170,9 +175,8 @@ class TrainConfig:
     lr: float | None = _range(None, gt=0.0)
     # Loss and train PSNR (means over the steps since the last log) every this many steps.
     log_every: int = _range(10, ge=1)
-    eval_every: int = _range(250, ge=1)
-    # Held-out views rendered for the periodic held-out PSNR (at most; 0 disables).
-    eval_views: int = _range(2, ge=0)
+    # Validation PSNR (over all split.val_views views) every this many steps and at the end.
+    val_every: int = _range(250, ge=1)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     seed: int = 0
     # Resumable state (model, optimizer, random stream, logs) saved every this many steps

@@ -1,10 +1,10 @@
-"""The split stage: divide the source views into train and test, composite and resize them."""
+"""The split stage: divide the source views into train, validation and test, composite and resize them."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -17,10 +17,20 @@ from nerf.scene import Scene, load_raw
 from nerf.views import Views, save_views
 
 BACKGROUNDS = {"black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0)}
+PARTS = ("train", "val", "test")
 
 
-def split_indices(scene: Scene, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(train, test) view indices, each in source order, by ``config.strategy``."""
+class SplitIndices(NamedTuple):
+    """Source view indices of each part, each in source order; the parts are disjoint."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def take_test_views(scene: Scene, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, test) view indices by ``config.strategy``: the test views, and the views
+    left for training and validation."""
     n = scene.n_views
     if n < 2:
         raise DataError(f"the scene has {n} view; a split needs at least 2")
@@ -41,10 +51,43 @@ def split_indices(scene: Scene, config: SplitConfig) -> tuple[np.ndarray, np.nda
             files = ", ".join(f"transforms_{s}.json" for s in present)
             raise ConfigError(f"split.strategy official needs transforms_train.json and "
                               f"transforms_test.json; the source has views from {files} only")
-        return np.flatnonzero(subsets == "train"), np.flatnonzero(subsets == "test")
+        return np.flatnonzero(subsets != "test"), np.flatnonzero(subsets == "test")
     else:
         raise ConfigError(f"split.strategy: unknown strategy {config.strategy!r}")
     return np.setdiff1d(np.arange(n), test), test
+
+
+def evenly_spaced(indices: np.ndarray, count: int) -> np.ndarray:
+    """``count`` of ``indices`` spread evenly from the first to the last."""
+    if count == 0:
+        return indices[:0]
+    return indices[np.round(np.linspace(0, len(indices) - 1, count)).astype(np.int64)]
+
+
+def split_indices(scene: Scene, config: SplitConfig) -> SplitIndices:
+    """The train, validation and test view indices of ``scene`` by ``config``.
+
+    The validation views are ``config.val_views`` views spread evenly over the views that
+    are not test views; with ``strategy: official`` they come from the source's own
+    validation subset when it has one, and the training views are its train subset.
+    """
+    pool, test = take_test_views(scene, config)
+    n_val = config.val_views
+    if config.strategy == "official":
+        subsets = np.array(scene.subsets)
+        train = np.flatnonzero(subsets == "train")
+        own = np.flatnonzero(subsets == "val")
+        if len(own) > 0:
+            if n_val > len(own):
+                raise ConfigError(f"split.val_views is {n_val}, but the source has {len(own)} "
+                                  "validation views (transforms_val.json)")
+            return SplitIndices(train, evenly_spaced(own, n_val), test)
+        pool = train
+    if n_val >= len(pool):
+        raise ConfigError(f"split.val_views is {n_val}, but only {len(pool)} views are left after the "
+                          f"test views; at least one must stay for training")
+    val = evenly_spaced(pool, n_val)
+    return SplitIndices(np.setdiff1d(pool, val), val, test)
 
 
 def composite(images: np.ndarray, background: np.ndarray) -> np.ndarray:
@@ -69,9 +112,10 @@ def resize(images: np.ndarray, width: int | None) -> np.ndarray:
     return out.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def split_scene(scene: Scene, config: SplitConfig) -> tuple[Views, Views, dict[str, Any]]:
-    """The train and test views of ``scene`` and the manifest describing the split."""
-    train, test = split_indices(scene, config)
+def split_scene(scene: Scene, config: SplitConfig) -> tuple[dict[str, Views], dict[str, Any]]:
+    """The train, val and test views of ``scene`` (keyed by part) and the manifest
+    describing the split."""
+    indices = split_indices(scene, config)
     rgba = scene.images.shape[-1] == 4
     background = config.background if rgba else "black"
     bg = np.array(BACKGROUNDS[background], np.float32)
@@ -83,7 +127,7 @@ def split_scene(scene: Scene, config: SplitConfig) -> tuple[Views, Views, dict[s
     alpha = resize(scene.images[..., 3:], config.image_size)[..., 0].astype(np.float32) if rgba else None
     focal = scene.focal * images.shape[2] / scene.images.shape[2]
     views = Views(images.astype(np.float32), scene.poses, focal, scene.names, bg, alpha)
-    parts = {"train": (train, views.subset(train)), "test": (test, views.subset(test))}
+    parts = {part: views.subset(idx) for part, idx in zip(PARTS, indices)}
     manifest = {
         "strategy": config.strategy,
         "params": to_dict(config),
@@ -93,18 +137,19 @@ def split_scene(scene: Scene, config: SplitConfig) -> tuple[Views, Views, dict[s
         "background": background,
         "source_rgba": rgba,
         **{
-            key: {"count": len(idx), "indices": idx.tolist(), "names": list(part.names)}
-            for key, (idx, part) in parts.items()
+            part: {"count": len(idx), "indices": idx.tolist(), "names": list(parts[part].names)}
+            for part, idx in zip(PARTS, indices)
         },
     }
-    return parts["train"][1], parts["test"][1], manifest
+    return parts, manifest
 
 
 def split(raw: str | Path, out: str | Path, config: SplitConfig) -> dict[str, Any]:
-    """Reads ``raw`` (the download stage's folder) and writes train.npz, test.npz, manifest.json."""
-    train, test, manifest = split_scene(load_raw(raw), config)
+    """Reads ``raw`` (the download stage's folder) and writes train.npz, val.npz, test.npz
+    and manifest.json."""
+    parts, manifest = split_scene(load_raw(raw), config)
     with atomic_dir(out) as tmp:
-        save_views(tmp / "train.npz", train)
-        save_views(tmp / "test.npz", test)
+        for part, views in parts.items():
+            save_views(tmp / f"{part}.npz", views)
         write_json(tmp / "manifest.json", manifest)
     return manifest

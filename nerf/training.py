@@ -1,6 +1,6 @@
 """Training: batches of rays from the training views, MSE on colour, Adam, decaying rate.
 
-``train`` runs the loop, logs to DVCLive (loss, train PSNR, held-out PSNR, seconds) and
+``train`` runs the loop, logs to DVCLive (loss, train PSNR, validation PSNR, seconds) and
 shows a tqdm bar; ``save_checkpoint``/``load_checkpoint`` keep the weights with the
 config that built them.
 """
@@ -120,10 +120,10 @@ def colour_loss(out: RenderOutput, rendered_on: Tensor, target: Target) -> tuple
 
 class TrainSummary(NamedTuple):
     steps: int
-    seconds: float  # training time, held-out evaluation excluded
+    seconds: float  # training time, validation excluded
     loss: float
     train_psnr: float
-    eval_psnr: float | None
+    val_psnr: float | None
 
 
 def learning_rate(step: int, steps: int, lr: float, lr_final: float) -> float:
@@ -147,7 +147,7 @@ def evaluate_views(model: Model, views: Views, chunk: int, device: torch.device)
 def train(
     model: Model,
     train_views: Views,
-    eval_views: Views | None,
+    val_views: Views | None,
     config: TrainConfig,
     device: torch.device,
     live: Any | None = None,
@@ -160,8 +160,8 @@ def train(
     """Fits ``model`` (already on ``device``) to ``train_views``.
 
     Every ``config.log_every`` steps the mean loss and train PSNR since the last log go to
-    ``live`` (a ``dvclive.Live``); every ``config.eval_every`` steps and at the end, the PSNR
-    on ``eval_views``. The random stream is ``config.seed``'s. ``on_step(step, seconds)``, if
+    ``live`` (a ``dvclive.Live``); every ``config.val_every`` steps and at the end, the PSNR
+    on ``val_views``. The random stream is ``config.seed``'s. ``on_step(step, seconds)``, if
     given, runs after every step (its time is not counted) and stops training by returning True.
 
     Every ``config.checkpoint_every`` steps and after the last, ``on_checkpoint`` receives
@@ -170,7 +170,7 @@ def train(
     uninterrupted run.
     """
     with deterministic(device):
-        return _Loop(model, train_views, eval_views, config, device, live, chunk, resume).run(
+        return _Loop(model, train_views, val_views, config, device, live, chunk, resume).run(
             progress, on_step, on_checkpoint
         )
 
@@ -182,14 +182,14 @@ class _Loop:
         self,
         model: Model,
         train_views: Views,
-        eval_views: Views | None,
+        val_views: Views | None,
         config: TrainConfig,
         device: torch.device,
         live: Any | None,
         chunk: int,
         resume: dict | None,
     ) -> None:
-        self.model, self.eval_views, self.config = model, eval_views, config
+        self.model, self.val_views, self.config = model, val_views, config
         self.device, self.live, self.chunk = device, live, chunk
         self.data = training_rays(train_views, device)
         self.n_views = train_views.n_views
@@ -205,11 +205,11 @@ class _Loop:
                 field.compile(dynamic=True)  # in place: the state dict keeps its keys
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         self.step = 0  # steps done
-        self.seconds = 0.0  # training time so far, evaluation and checkpoints excluded
+        self.seconds = 0.0  # training time so far, validation and checkpoints excluded
         self.loss_sum = torch.zeros((), device=device)  # colour MSE summed since the last log
         self.loss_count = 0
         self.last_loss = float("nan")
-        self.eval_psnr: float | None = None
+        self.val_psnr: float | None = None
         if resume is not None:
             self.load_state(resume)
 
@@ -222,7 +222,7 @@ class _Loop:
             "loss_sum": self.loss_sum.detach().cpu().clone(),
             "loss_count": self.loss_count,
             "last_loss": self.last_loss,
-            "eval_psnr": self.eval_psnr,
+            "val_psnr": self.val_psnr,
             "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "generator": self.generator.get_state(),
@@ -235,7 +235,7 @@ class _Loop:
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
         self.loss_sum = state["loss_sum"].to(self.device)
         self.loss_count, self.last_loss = int(state["loss_count"]), float(state["last_loss"])
-        self.eval_psnr = state["eval_psnr"]
+        self.val_psnr = state["val_psnr"]
 
     def run(
         self,
@@ -260,14 +260,14 @@ class _Loop:
             logged = step % config.log_every == 0 or step == config.steps
             if logged:
                 self.log(step, bar)
-            if self.eval_views is not None and self.eval_views.n_views > 0 and (
-                step % config.eval_every == 0 or step == config.steps
+            if self.val_views is not None and self.val_views.n_views > 0 and (
+                step % config.val_every == 0 or step == config.steps
             ):
-                self.eval_psnr = evaluate_views(self.model, self.eval_views, self.chunk, self.device)
+                self.val_psnr = evaluate_views(self.model, self.val_views, self.chunk, self.device)
                 if self.live is not None:
                     self.live.step = step
-                    self.live.log_metric("eval/psnr", self.eval_psnr)
-                    self.live.log_metric("eval/seconds", self.seconds)
+                    self.live.log_metric("val/psnr", self.val_psnr)
+                    self.live.log_metric("val/seconds", self.seconds)
             if self.live is not None and logged:
                 self.live.next_step()
             if on_checkpoint is not None and config.checkpoint_every > 0 and (
@@ -278,7 +278,7 @@ class _Loop:
                 break
         bar.close()
         train_psnr = float(mse_to_psnr(torch.tensor(self.last_loss)))
-        return TrainSummary(self.step, self.seconds, self.last_loss, train_psnr, self.eval_psnr)
+        return TrainSummary(self.step, self.seconds, self.last_loss, train_psnr, self.val_psnr)
 
     def train_step(self, step: int) -> None:
         """One optimizer step; ``step`` counts from 1."""

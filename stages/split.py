@@ -1,11 +1,11 @@
-"""DVC stage: split ``data/raw`` into train and test views in ``data/split``."""
+"""DVC stage: split ``data/raw`` into train, validation and test views in ``data/split``."""
 
 import argparse
 from pathlib import Path
 
 from nerf.config import load_params
 from nerf.errors import run_stage
-from nerf.split import split
+from nerf.split import PARTS, split
 
 
 def main() -> None:
@@ -14,9 +14,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (data/split)")
     args = parser.parse_args()
     m = split(args.raw, args.out, load_params("params.yaml").split)
-    size = m["image_size"]
-    print(f"split: {m['strategy']}, {m['train']['count']} train / {m['test']['count']} test "
-          f"views of {size['width']}x{size['height']} on {m['background']} -> {args.out}")
+    size, counts = m["image_size"], " / ".join(f"{m[part]['count']} {part}" for part in PARTS)
+    print(f"split: {m['strategy']}, {counts} views of {size['width']}x{size['height']} on {m['background']} "
+          f"-> {args.out}")
 
 
 if __name__ == "__main__":

@@ -27,23 +27,23 @@ from nerf.views import load_views
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--split", type=Path, required=True, help="split folder (train.npz, test.npz)")
+    parser.add_argument("--split", type=Path, required=True, help="split folder (train.npz, val.npz)")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--live", type=Path, required=True, help="DVCLive log folder to write")
     parser.add_argument("--checkpoints", type=Path, required=True, help="folder of the resumable checkpoint")
     args = parser.parse_args()
 
     params = load_params("params.yaml")
-    inputs = [args.split / "train.npz", args.split / "test.npz"]
-    train_views, test_views = (load_views(path) for path in inputs)
+    inputs = [args.split / "train.npz", args.split / "val.npz"]
+    train_views, val_views = (load_views(path) for path in inputs)
     device = pick_device(params.train.device)
     torch.manual_seed(params.train.seed)
     model = build_model(
         params.model, params.data.near, params.data.far, torch.from_numpy(train_views.background)
     ).to(device)
-    held_out = test_views.subset(range(min(params.train.eval_views, test_views.n_views)))
     print(f"train: {params.model.kind} on {device}, {train_views.n_views} views of "
-          f"{train_views.width}x{train_views.height}, {params.train.steps} steps")
+          f"{train_views.width}x{train_views.height} ({val_views.n_views} for validation), "
+          f"{params.train.steps} steps")
 
     # What a checkpoint must share with this run to be resumed: the params this stage reads
     # (how often checkpoints are written does not change the result), inputs, code.
@@ -67,13 +67,13 @@ def main() -> None:
             def save(state: dict) -> None:
                 resume.save(checkpoint, state, fingerprint, resume.snapshot_files(live_dir))
 
-            summary = train(model, train_views, held_out, params.train, device, live, params.render.chunk,
+            summary = train(model, train_views, val_views, params.train, device, live, params.render.chunk,
                             resume=start.state, on_checkpoint=save)
             live.log_metric("train/steps_per_second", summary.steps / summary.seconds, plot=False)
         save_checkpoint(out_dir / "model.pt", model, params.model, {"train_summary": summary._asdict()})
-    eval_text = f", held-out PSNR {summary.eval_psnr:.2f} dB" if summary.eval_psnr is not None else ""
+    val_text = f", validation PSNR {summary.val_psnr:.2f} dB" if summary.val_psnr is not None else ""
     print(f"train: {summary.steps} steps in {summary.seconds:.1f} s "
-          f"({summary.steps / summary.seconds:.2f} steps/s), train PSNR {summary.train_psnr:.2f} dB{eval_text}")
+          f"({summary.steps / summary.seconds:.2f} steps/s), train PSNR {summary.train_psnr:.2f} dB{val_text}")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def test_training_on_the_device_learns_with_the_default_precision(kind, crops) -
     seen = train_views.subset([0, 5])
     model = model_on(kind, DEVICE)
     before = evaluate_views(model, seen, 4096, DEVICE)
-    config = TrainConfig(steps=150, eval_every=10**9, eval_views=0, device=DEVICE.type, seed=0)
+    config = TrainConfig(steps=150, val_every=10**9, device=DEVICE.type, seed=0)
     summary = train(model, train_views, None, config, DEVICE, progress=False)
     after = evaluate_views(model, seen, 4096, DEVICE)
     assert uses_bf16(config.precision, DEVICE, model) == (DEVICE.type == "cuda" and kind == "seed")
@@ -83,7 +83,7 @@ def test_compiled_bf16_training_on_the_device_matches_eager_loosely(crops) -> No
     losses = []
     for compiled in (False, True):
         model = model_on("fast", DEVICE)
-        config = TrainConfig(steps=20, log_every=20, eval_every=10**9, eval_views=0, device=DEVICE.type,
+        config = TrainConfig(steps=20, log_every=20, val_every=10**9, device=DEVICE.type,
                              seed=0, precision="bf16", compile=compiled)
         losses.append(train(model, train_views, None, config, DEVICE, progress=False).loss)
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=0.05)

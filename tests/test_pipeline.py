@@ -23,9 +23,9 @@ BIN = Path(sys.executable).parent
 # Small enough for seconds on a laptop CPU, real enough to exercise every stage.
 SMALL = {
     "split.image_size": 40,
+    "split.val_views": 2,
     "train.steps": 30,
-    "train.eval_every": 15,
-    "train.eval_views": 1,
+    "train.val_every": 15,
     "model.fast.levels": 4,
     "model.fast.log2_table_size": 12,
     "model.fast.max_resolution": 64,
@@ -159,7 +159,7 @@ def test_repro_then_experiment_then_show(repo_copy):
     assert (repo_copy / "plots_html" / "index.html").is_file()
     plots = json.loads(run("dvc", "plots", "show", "--json", cwd=repo_copy).stdout)["data"]
     for name, x in (("PSNR against step", "step"), ("Train PSNR against seconds", "seconds"),
-                    ("Held-out PSNR against seconds", "seconds")):
+                    ("Validation PSNR against seconds", "seconds")):
         spec = plots[name][0]
         points = spec["content"]["data"]["values"]
         assert points and all(x in point and "psnr" in point for point in points), name
@@ -210,7 +210,7 @@ def _trained(repo: Path) -> tuple[dict, dict[str, str]]:
 
 def test_killed_training_resumes_to_the_same_result(repo_copy):
     steps = 150
-    set_params(repo_copy / "params.yaml", {"train.steps": steps, "train.checkpoint_every": 20, "train.eval_every": 50})
+    set_params(repo_copy / "params.yaml", {"train.steps": steps, "train.checkpoint_every": 20, "train.val_every": 50})
     _commit(repo_copy, "longer training")
     run("dvc", "repro", "split", cwd=repo_copy)
     checkpoint = repo_copy / "checkpoints/last.pt"
@@ -242,7 +242,7 @@ def test_killed_training_resumes_to_the_same_result(repo_copy):
     fresh = run("dvc", "repro", "--force", "--single-item", "train", cwd=repo_copy).stdout
     assert "training from step 0" in fresh
     weights_again, history_again = _trained(repo_copy)
-    assert history_again == history and len(history) == 3  # train loss and psnr, eval psnr
+    assert history_again == history and len(history) == 3  # train loss and psnr, validation psnr
     assert weights_again.keys() == weights.keys()
     assert all(torch.equal(weights_again[k], weights[k]) for k in weights)
 
@@ -269,12 +269,13 @@ def test_queued_sweep_compares_in_one_sorted_table(repo_copy):
     # The README's comparison: the table of `make experiments`, as CSV.
     lines = run("make", "-s", "experiments", "EXP_ARGS=--csv", cwd=repo_copy).stdout.strip().splitlines()
     header, rows = lines[0].split(","), [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
-    assert header == ["Experiment", "rev", "typ", "train.seconds", "train.steps_per_second", "psnr", "ssim",
-                      "model.kind", "train.steps", "train.lr"]  # the params that differ, and what they gave
+    assert header == ["Experiment", "rev", "typ", "train.seconds", "train.steps_per_second", "val.psnr", "psnr",
+                      "ssim", "model.kind", "train.steps", "train.lr"]  # the params that differ, and what they gave
     by_name = {row["Experiment"] or row["rev"]: row for row in rows}
     assert set(by_name) == {"master", "short", "paper"}
     assert (by_name["short"]["train.steps"], by_name["short"]["train.lr"]) == ("10", "0.02")
     assert (by_name["paper"]["model.kind"], by_name["master"]["model.kind"]) == ("nerf", "fast")
-    experiments = [float(row["psnr"]) for row in rows if row["typ"] != "baseline"]
+    # Best validation PSNR first: variants are picked on the validation views, not the test views.
+    experiments = [float(row["val.psnr"]) for row in rows if row["typ"] != "baseline"]
     assert experiments == sorted(experiments, reverse=True) and len(set(experiments)) == 2
     assert all(float(row["train.seconds"]) > 0 and float(row["ssim"]) > 0 for row in rows)

@@ -70,11 +70,11 @@ def test_an_unreadable_checkpoint_starts_over_and_says_so(tmp_path) -> None:
 
 def test_log_files_round_trip(tmp_path) -> None:
     source = tmp_path / "live"
-    (source / "plots/metrics/eval").mkdir(parents=True)
+    (source / "plots/metrics/val").mkdir(parents=True)
     (source / "metrics.json").write_text('{"step": 3}\n')
-    (source / "plots/metrics/eval/psnr.tsv").write_text("step\tpsnr\n3\t20.0\n")
+    (source / "plots/metrics/val/psnr.tsv").write_text("step\tpsnr\n3\t20.0\n")
     files = resume.snapshot_files(source)
-    assert set(files) == {"metrics.json", "plots/metrics/eval/psnr.tsv"}
+    assert set(files) == {"metrics.json", "plots/metrics/val/psnr.tsv"}
     target = tmp_path / "restored"
     resume.restore_files(files, target)
     assert resume.snapshot_files(target) == files

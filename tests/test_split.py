@@ -35,33 +35,59 @@ def raw(tmp_path_factory):
 
 
 @pytest.mark.parametrize(("config", "test"), [
-    (SplitConfig(strategy="tail", test_fraction=0.2), [8, 9]),
-    (SplitConfig(strategy="tail", test_fraction=0.01), [9]),
-    (SplitConfig(strategy="tail", test_fraction=0.99), list(range(1, 10))),
-    (SplitConfig(strategy="every_nth", every_nth=3), [0, 3, 6, 9]),
+    (SplitConfig(strategy="tail", test_fraction=0.2, val_views=0), [8, 9]),
+    (SplitConfig(strategy="tail", test_fraction=0.01, val_views=0), [9]),
+    (SplitConfig(strategy="tail", test_fraction=0.99, val_views=0), list(range(1, 10))),
+    (SplitConfig(strategy="every_nth", every_nth=3, val_views=0), [0, 3, 6, 9]),
 ])
 def test_fixed_strategies(config, test):
-    train_idx, test_idx = split_indices(make_scene(), config)
-    assert test_idx.tolist() == test
+    train_idx, val_idx, test_idx = split_indices(make_scene(), config)
+    assert test_idx.tolist() == test and val_idx.tolist() == []
     assert train_idx.tolist() == [i for i in range(10) if i not in test]
+
+
+@pytest.mark.parametrize(("config", "val"), [
+    (SplitConfig(strategy="tail", val_views=3), [0, 4, 7]),
+    (SplitConfig(strategy="every_nth", every_nth=3, val_views=2), [1, 8]),
+    (SplitConfig(strategy="every_nth", every_nth=3, val_views=1), [1]),
+    (SplitConfig(strategy="tail", val_views=7), [0, 1, 2, 4, 5, 6, 7]),
+])
+def test_validation_views_are_spread_over_the_training_views(config, val):
+    full_train = split_indices(make_scene(), dataclasses.replace(config, val_views=0)).train
+    train, val_idx, test = split_indices(make_scene(), config)
+    assert val_idx.tolist() == val
+    assert train.tolist() == [i for i in full_train if i not in val]
+    assert test.tolist() == split_indices(make_scene(), dataclasses.replace(config, val_views=0)).test.tolist()
+
+
+def test_validation_must_leave_a_training_view():
+    with pytest.raises(ConfigError, match="split.val_views is 8, but only 8 views are left after the test views"):
+        split_indices(make_scene(), SplitConfig(strategy="tail", val_views=8))
 
 
 def test_random_strategy_is_seeded():
     scene = make_scene(n=50)
-    config = SplitConfig(strategy="random", test_fraction=0.3, seed=7)
-    train, test = split_indices(scene, config)
-    assert len(test) == 15 and len(train) == 35 and np.all(np.diff(test) > 0)
-    assert sorted(np.concatenate([train, test]).tolist()) == list(range(50))
-    assert split_indices(scene, config)[1].tolist() == test.tolist()
-    other = split_indices(scene, dataclasses.replace(config, seed=8))[1]
+    config = SplitConfig(strategy="random", test_fraction=0.3, seed=7, val_views=5)
+    train, val, test = split_indices(scene, config)
+    assert len(test) == 15 and len(val) == 5 and len(train) == 30 and np.all(np.diff(test) > 0)
+    assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(50))
+    assert split_indices(scene, config).test.tolist() == test.tolist()
+    other = split_indices(scene, dataclasses.replace(config, seed=8)).test
     assert other.tolist() != test.tolist()
 
 
 def test_official_strategy():
-    subsets = ["train", "train", "val", "test", "train", "test"]
-    scene = make_scene(n=6, subsets=subsets)
-    train, test = split_indices(scene, SplitConfig(strategy="official"))
-    assert train.tolist() == [0, 1, 4] and test.tolist() == [3, 5]
+    subsets = ["train", "train", "val", "test", "train", "test", "val", "val"]
+    scene = make_scene(n=8, subsets=subsets)
+    train, val, test = split_indices(scene, SplitConfig(strategy="official", val_views=2))
+    assert train.tolist() == [0, 1, 4] and val.tolist() == [2, 7] and test.tolist() == [3, 5]
+    assert split_indices(scene, SplitConfig(strategy="official", val_views=0)).val.tolist() == []
+    with pytest.raises(ConfigError, match=r"split.val_views is 4, but the source has 3 validation views"):
+        split_indices(scene, SplitConfig(strategy="official", val_views=4))
+    # Without transforms_val.json the validation views come from the training views.
+    scene = make_scene(n=6, subsets=["train", "train", "test", "train", "test", "train"])
+    train, val, test = split_indices(scene, SplitConfig(strategy="official", val_views=2))
+    assert train.tolist() == [1, 3] and val.tolist() == [0, 5] and test.tolist() == [2, 4]
     with pytest.raises(ConfigError, match="official .* from transforms_train.json, transforms_val"):
         scene = make_scene(n=3, subsets=["train", "val", "train"])
         split_indices(scene, SplitConfig(strategy="official"))
@@ -81,8 +107,8 @@ def test_resize_is_a_block_mean():
 
 
 def test_resize_scales_focal():
-    train, test, manifest = split_scene(make_scene(h=8, w=12), SplitConfig(image_size=3))
-    assert (train.width, train.height) == (3, 2) and train.focal == test.focal == 5.0 / 4
+    parts, manifest = split_scene(make_scene(h=8, w=12), SplitConfig(image_size=3))
+    assert all((v.width, v.height, v.focal) == (3, 2, 5.0 / 4) for v in parts.values())
     assert manifest["image_size"] == {"width": 3, "height": 2} and manifest["focal"] == 1.25
 
 
@@ -90,20 +116,23 @@ def test_resize_scales_focal():
     ("black", [0.2, 0.1, 0.05]), ("white", [0.95, 0.85, 0.8]),
 ])
 def test_background_compositing(background, expected):
-    scene = make_scene(n=2, h=1, w=1, channels=4)
+    scene = make_scene(n=3, h=1, w=1, channels=4)
     scene.images[:] = [0.8, 0.4, 0.2, 0.25]
-    train, test, manifest = split_scene(scene, SplitConfig(background=background))
-    np.testing.assert_allclose(test.images[0, 0, 0], expected, atol=1e-6)
-    assert train.images.shape == (1, 1, 1, 3) and manifest["background"] == background
-    assert train.background.tolist() == ([1.0] * 3 if background == "white" else [0.0] * 3)
+    parts, manifest = split_scene(scene, SplitConfig(background=background, val_views=1))
+    for views in parts.values():
+        np.testing.assert_allclose(views.images[0, 0, 0], expected, atol=1e-6)
+        assert views.images.shape == (1, 1, 1, 3)
+        assert views.background.tolist() == ([1.0] * 3 if background == "white" else [0.0] * 3)
+    assert manifest["background"] == background
 
 
 def test_rgba_source_keeps_its_resized_coverage_which_recomposites_exactly(tmp_path):
     # Area averaging is linear: the white split, moved onto black with its resized alpha,
     # equals the black split; alpha survives save and load, and subsets follow the views.
     scene = make_scene(n=4, h=4, w=6, channels=4)
-    white, white_test, _ = split_scene(scene, SplitConfig(background="white", image_size=3))
-    black, _, _ = split_scene(scene, SplitConfig(background="black", image_size=3))
+    white_parts, _ = split_scene(scene, SplitConfig(background="white", image_size=3, val_views=0))
+    black, white, white_test = split_scene(scene, SplitConfig(background="black", image_size=3, val_views=0))[0]["train"], \
+        white_parts["train"], white_parts["test"]
     assert white.alpha.shape == (3, 2, 3) and white_test.alpha.shape == (1, 2, 3)
     np.testing.assert_allclose(white.alpha, resize(scene.images[:3, ..., 3:], 3)[..., 0], atol=1e-7)
     moved = white.images + (1 - white.alpha[..., None]) * (black.background - white.background)
@@ -115,7 +144,7 @@ def test_rgba_source_keeps_its_resized_coverage_which_recomposites_exactly(tmp_p
 
 
 def test_rgb_source_has_no_coverage_and_its_file_no_alpha(tmp_path):
-    train, _, _ = split_scene(make_scene(), SplitConfig())
+    train = split_scene(make_scene(), SplitConfig())[0]["train"]
     assert train.alpha is None
     save_views(tmp_path / "v.npz", train)
     with np.load(tmp_path / "v.npz") as data:
@@ -124,7 +153,7 @@ def test_rgb_source_has_no_coverage_and_its_file_no_alpha(tmp_path):
 
 
 def test_alpha_of_the_wrong_shape_is_named(tmp_path):
-    views, _, _ = split_scene(make_scene(n=4, channels=4), SplitConfig())
+    views = split_scene(make_scene(n=4, channels=4), SplitConfig(val_views=0))[0]["train"]
     save_views(tmp_path / "v.npz", dataclasses.replace(views, alpha=views.alpha[:, :2]))
     with pytest.raises(DataError, match=r"v\.npz: alpha has shape \(3, 2, 6\), expected \(3, 4, 6\)"):
         load_views(tmp_path / "v.npz")
@@ -132,7 +161,8 @@ def test_alpha_of_the_wrong_shape_is_named(tmp_path):
 
 def test_rgb_source_keeps_black(capsys):
     scene = make_scene()
-    train, _, manifest = split_scene(scene, SplitConfig(background="white"))
+    parts, manifest = split_scene(scene, SplitConfig(background="white", val_views=0))
+    train = parts["train"]
     np.testing.assert_array_equal(train.images, scene.images[:8])
     assert train.background.tolist() == [0, 0, 0] and manifest["background"] == "black"
     assert "note: split.background is white" in capsys.readouterr().err
@@ -142,24 +172,33 @@ def test_split_outputs_and_manifest(raw, tmp_path):
     config = SplitConfig(strategy="every_nth", every_nth=8, image_size=50)
     manifest = split(raw, tmp_path / "split", config)
     assert sorted(p.name for p in (tmp_path / "split").iterdir()) == [
-        "manifest.json", "test.npz", "train.npz"]
+        "manifest.json", "test.npz", "train.npz", "val.npz"]
     assert json.loads((tmp_path / "split" / "manifest.json").read_text()) == manifest
-    train, test = (load_views(tmp_path / "split" / f"{s}.npz") for s in ("train", "test"))
-    assert (train.n_views, test.n_views) == (70, 10) and train.images.shape[1:] == (50, 50, 3)
-    assert train.focal == pytest.approx(138.8888789 / 2)
+    train, val, test = (load_views(tmp_path / "split" / f"{s}.npz") for s in ("train", "val", "test"))
+    assert (train.n_views, val.n_views, test.n_views) == (66, 4, 10) and train.images.shape[1:] == (50, 50, 3)
+    assert train.focal == val.focal == pytest.approx(138.8888789 / 2)
     assert manifest["params"] == dataclasses.asdict(config) and manifest["strategy"] == "every_nth"
     assert manifest["test"]["indices"] == list(range(0, 80, 8))
-    assert manifest["test"]["names"] == list(test.names)
+    assert manifest["val"]["indices"] == [1, 27, 53, 79]  # spread over the 70 views left
+    for part, views in (("train", train), ("val", val), ("test", test)):
+        assert manifest[part]["names"] == list(views.names)
+        assert manifest[part]["count"] == views.n_views
     assert list(test.names) == [f"view_{i:03d}" for i in range(0, 80, 8)]
-    assert manifest["train"]["names"] == list(train.names)
-    assert len(set(train.names) | set(test.names)) == 80
+    assert len(set(train.names) | set(val.names) | set(test.names)) == 80
+
+
+def test_no_validation_views_writes_an_empty_file(raw, tmp_path):
+    split(raw, tmp_path / "split", SplitConfig(image_size=20, val_views=0))
+    val = load_views(tmp_path / "split" / "val.npz")
+    assert val.n_views == 0 and val.images.shape == (0, 20, 20, 3)
+    assert load_views(tmp_path / "split" / "train.npz").n_views == 64
 
 
 def test_split_is_deterministic(raw, tmp_path):
     config = SplitConfig(strategy="random", image_size=40, seed=3)
     split(raw, tmp_path / "a", config)
     split(raw, tmp_path / "b", config)
-    for name in ("train.npz", "test.npz"):
+    for name in ("train.npz", "val.npz", "test.npz"):
         with zipfile.ZipFile(tmp_path / "a" / name) as a, \
                 zipfile.ZipFile(tmp_path / "b" / name) as b:
             assert a.namelist() == b.namelist()
@@ -183,5 +222,5 @@ def test_stage_script_error_keeps_old_output(raw, tmp_path):
     write_params(tmp_path, split={"image_size": 20})
     result = run_script("split.py", "--raw", str(raw), "--out", "data/split", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "64 train / 16 test views of 20x20" in result.stdout
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "test.npz", "train.npz"]
+    assert "60 train / 4 val / 16 test views of 20x20" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "test.npz", "train.npz", "val.npz"]

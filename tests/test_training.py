@@ -65,8 +65,8 @@ def rgba_views(lego_frames) -> Views:
     poses = np.array([matrix for matrix, _ in frames], np.float32)
     focal = 0.5 * 40 / math.tan(0.5 * angle)
     scene = Scene(images, poses, focal, tuple(f"train/r_{i}" for i in range(len(frames))), ("train",) * len(frames))
-    views, _, _ = split_scene(scene, SplitConfig(strategy="every_nth", every_nth=len(frames), background="white"))
-    return views
+    config = SplitConfig(strategy="every_nth", every_nth=len(frames), background="white", val_views=0)
+    return split_scene(scene, config)[0]["train"]
 
 
 def fast_model(seed: int = 0, background: float = 0.0, **overrides):
@@ -76,7 +76,7 @@ def fast_model(seed: int = 0, background: float = 0.0, **overrides):
 
 
 def train_config(steps: int, seed: int = 0) -> TrainConfig:
-    return TrainConfig(steps=steps, eval_every=10_000, eval_views=0, device="cpu", seed=seed)
+    return TrainConfig(steps=steps, val_every=10_000, device="cpu", seed=seed)
 
 
 def test_crop_rays_pass_through_the_image_centre_like_the_full_view(crops) -> None:
@@ -126,6 +126,27 @@ def _opacity_error(model, views: Views) -> float:
             out = render_image(model, torch.from_numpy(pose), views.height, views.width, views.focal, 4096)
             errors.append(float((out.opacity.reshape(alpha.shape) - torch.from_numpy(alpha)).abs().mean()))
     return sum(errors) / len(errors)
+
+
+def test_validation_psnr_is_logged_every_val_every_steps_and_at_the_end(crops, tmp_path) -> None:
+    # Real DVCLive logs: the curve has a point at steps 4, 8 and 10 (the end), each the mean
+    # PSNR over every validation view, and the summary holds the last one.
+    from dvclive import Live
+
+    model, _ = fast_model()
+    train_views, val_views = crops.subset([0, 1, 2]), crops.subset([3, 1])
+    config = dataclasses.replace(train_config(10), log_every=2, val_every=4)
+    with Live(str(tmp_path / "live"), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        summary = train(model, train_views, val_views, config, CPU, live=live, progress=False)
+    rows = (tmp_path / "live/plots/metrics/val/psnr.tsv").read_text().splitlines()
+    assert rows[0] == "step\tpsnr" and [int(row.split()[0]) for row in rows[1:]] == [4, 8, 10]
+    assert float(rows[-1].split()[1]) == pytest.approx(summary.val_psnr)
+    by_view = [evaluate_views(model, val_views.subset([i]), 4096, CPU) for i in range(2)]
+    assert summary.val_psnr == pytest.approx(sum(by_view) / 2)
+    assert by_view[0] != pytest.approx(by_view[1])  # two different views, both counted
+    seconds = (tmp_path / "live/plots/metrics/val/seconds.tsv").read_text().splitlines()
+    assert [int(row.split()[0]) for row in seconds[1:]] == [4, 8, 10]
+    assert float(seconds[-1].split()[1]) == pytest.approx(summary.seconds)
 
 
 def test_random_backgrounds_teach_the_coverage_of_rgba_views(rgba_views) -> None:
@@ -346,7 +367,7 @@ def test_fast_beats_nerf_at_equal_wall_clock_on_the_cpu() -> None:
     for kind in ("fast", "nerf"):
         torch.manual_seed(0)
         model = build_model(dataclasses.replace(params.model, kind=kind), NEAR, FAR, torch.zeros(3))
-        config = TrainConfig(steps=10_000, eval_every=10**9, eval_views=0, device="cpu", seed=0)
+        config = TrainConfig(steps=10_000, val_every=10**9, device="cpu", seed=0)
         train(model, train_views, None, config, CPU, progress=False,
               on_step=lambda step, seconds: seconds >= budget)
         scores[kind] = evaluate_views(model, held_out, 4096, CPU)
