@@ -30,7 +30,7 @@ class SplitIndices(NamedTuple):
 
 def take_test_views(scene: Scene, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
     """(pool, test) view indices by ``config.strategy``: the test views, and the views
-    left for training and validation."""
+    left for training and validation (official: the source's train subset)."""
     n = scene.n_views
     if n < 2:
         raise DataError(f"the scene has {n} view; a split needs at least 2")
@@ -51,7 +51,7 @@ def take_test_views(scene: Scene, config: SplitConfig) -> tuple[np.ndarray, np.n
             files = ", ".join(f"transforms_{s}.json" for s in present)
             raise ConfigError(f"split.strategy official needs transforms_train.json and "
                               f"transforms_test.json; the source has views from {files} only")
-        return np.flatnonzero(subsets != "test"), np.flatnonzero(subsets == "test")
+        return np.flatnonzero(subsets == "train"), np.flatnonzero(subsets == "test")
     else:
         raise ConfigError(f"split.strategy: unknown strategy {config.strategy!r}")
     return np.setdiff1d(np.arange(n), test), test
@@ -73,16 +73,12 @@ def split_indices(scene: Scene, config: SplitConfig) -> SplitIndices:
     """
     pool, test = take_test_views(scene, config)
     n_val = config.val_views
-    if config.strategy == "official":
-        subsets = np.array(scene.subsets)
-        train = np.flatnonzero(subsets == "train")
-        own = np.flatnonzero(subsets == "val")
-        if len(own) > 0:
-            if n_val > len(own):
-                raise ConfigError(f"split.val_views is {n_val}, but the source has {len(own)} "
-                                  "validation views (transforms_val.json)")
-            return SplitIndices(train, evenly_spaced(own, n_val), test)
-        pool = train
+    own = np.flatnonzero(np.array(scene.subsets) == "val") if config.strategy == "official" else pool[:0]
+    if len(own) > 0:
+        if n_val > len(own):
+            raise ConfigError(f"split.val_views is {n_val}, but the source has {len(own)} "
+                              "validation views (transforms_val.json)")
+        return SplitIndices(pool, evenly_spaced(own, n_val), test)
     if n_val >= len(pool):
         raise ConfigError(f"split.val_views is {n_val}, but only {len(pool)} views are left after the "
                           f"test views; at least one must stay for training")
