@@ -53,11 +53,11 @@ def test_fixed_strategies(config, test):
     (SplitConfig(strategy="tail", val_views=7), [0, 1, 2, 4, 5, 6, 7]),
 ])
 def test_validation_views_are_spread_over_the_training_views(config, val):
-    full_train = split_indices(make_scene(), dataclasses.replace(config, val_views=0)).train
+    without = split_indices(make_scene(), dataclasses.replace(config, val_views=0))
     train, val_idx, test = split_indices(make_scene(), config)
     assert val_idx.tolist() == val
-    assert train.tolist() == [i for i in full_train if i not in val]
-    assert test.tolist() == split_indices(make_scene(), dataclasses.replace(config, val_views=0)).test.tolist()
+    assert train.tolist() == [i for i in without.train if i not in val]
+    assert test.tolist() == without.test.tolist()
 
 
 def test_validation_must_leave_a_training_view():
@@ -131,8 +131,8 @@ def test_rgba_source_keeps_its_resized_coverage_which_recomposites_exactly(tmp_p
     # equals the black split; alpha survives save and load, and subsets follow the views.
     scene = make_scene(n=4, h=4, w=6, channels=4)
     white_parts, _ = split_scene(scene, SplitConfig(background="white", image_size=3, val_views=0))
-    black, white, white_test = split_scene(scene, SplitConfig(background="black", image_size=3, val_views=0))[0]["train"], \
-        white_parts["train"], white_parts["test"]
+    white, white_test = white_parts["train"], white_parts["test"]
+    black = split_scene(scene, SplitConfig(background="black", image_size=3, val_views=0))[0]["train"]
     assert white.alpha.shape == (3, 2, 3) and white_test.alpha.shape == (1, 2, 3)
     np.testing.assert_allclose(white.alpha, resize(scene.images[:3, ..., 3:], 3)[..., 0], atol=1e-7)
     moved = white.images + (1 - white.alpha[..., None]) * (black.background - white.background)
