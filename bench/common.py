@@ -13,8 +13,9 @@ import torch
 import yaml
 
 from nerf.config import ModelConfig, Params, SplitConfig, build
+from nerf.encoding import triton_runs_on
 from nerf.errors import ConfigError
-from nerf.models import Model, build_model
+from nerf.models import FastModel, Model, build_model
 from nerf.scene import load_scene
 from nerf.split import split_scene
 from nerf.training import uses_bf16
@@ -55,6 +56,13 @@ def params_with(path: Path, kind: str, overrides: Sequence[str] = ()) -> Params:
 def precision(params: Params, device: torch.device, model: Model) -> str:
     """The arithmetic training uses: "bf16" (autocast) or "fp32"."""
     return "bf16" if uses_bf16(params.train.precision, device, model) else "fp32"
+
+
+def hash_kernel(params: Params, device: torch.device, model: Model) -> str:
+    """The hash-grid code fast's steps run: "torch" or "triton"; "-" for the other kinds."""
+    if not isinstance(model, FastModel):
+        return "-"
+    return "triton" if params.model.fast.hash_kernel == "triton" and triton_runs_on(device) else "torch"
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -9,8 +9,9 @@
 #   bash bench/gpu.sh embedded OUT   # PSNR at 2..60 s of training on the embedded sample split
 #   bash bench/gpu.sh full     OUT [LEGO] [STEPS] [POINTS...]
 #                                    # 800x800 Blender lego, 1 view in 8 held out
-#                                    # (PRECISION=bf16 COMPILE=true unless set)
+#                                    # (PRECISION=bf16 COMPILE=true KERNEL=torch unless set)
 #   bash bench/gpu.sh speed800 OUT [LEGO]   # fast's step speed at that size, per variant
+#                                    # (precision, compile, hash kernel)
 #   bash bench/gpu.sh profile  OUT   # top kernels of seed and fast steps
 #
 # LEGO is a Blender folder (default .lego/lego: a copy of ../shared/data/nerf_synthetic/lego
@@ -43,6 +44,8 @@ speed)
     $py -m bench.speed --devices $device --kinds seed nerf fast --steps 30 --warmup 15 \
       --set train.precision=$1 train.compile=$2 --out "$out/speed_$1_compile-$2.csv" || echo "speed $variant failed"
   done
+  $py -m bench.speed --devices $device --kinds fast --steps 30 --warmup 15 --set model.fast.hash_kernel=triton \
+    --out "$out/speed_fp32_compile-false_triton.csv" || echo "speed triton failed"
   ;;
 embedded)
   # A schedule sized for each budget: 10 s and 60 s of training.
@@ -58,15 +61,16 @@ full)
   points=("${@:-30 60 120 300}")
   $py -m bench.quality --devices $device --kinds fast --steps "$steps" --points ${points[@]} \
     --set data.source="$lego" "${LEGO_800[@]}" train.precision=${PRECISION:-bf16} train.compile=${COMPILE:-true} \
+    model.fast.hash_kernel=${KERNEL:-torch} \
     --out "$out/quality_lego800" || echo "full failed"
   ;;
 speed800)
   lego=${3:-.lego/lego}
-  for variant in "fp32 false" "bf16 false" "bf16 true"; do
+  for variant in "fp32 false torch" "fp32 false triton" "bf16 false torch" "bf16 true torch" "bf16 true triton"; do
     set -- $variant
     $py -m bench.speed --devices $device --kinds fast --steps 30 --warmup 15 \
-      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 \
-      --out "$out/speed800_$1_compile-$2.csv" || echo "speed800 $variant failed"
+      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
+      --out "$out/speed800_$1_compile-$2_$3.csv" || echo "speed800 $variant failed"
   done
   ;;
 profile)
@@ -75,9 +79,10 @@ profile)
 all)
   # 1. The CUDA tests (tests/test_devices.py), with pytest installed from .gpu_wheels where
   #    the machine lacks it (pip download -d .gpu_wheels pytest, and carry .gpu_wheels).
-  # 2. fast's full-size step speed, eager float32 against bf16 + compile: the faster one
-  #    trains the full-size run, its schedule sized to FULL_SECONDS at that speed.
-  # 3. PSNR within 2, 5 and 10 s on the embedded sample, default params.
+  # 2. fast's full-size step speed: eager float32 with the PyTorch and the Triton hash
+  #    kernels, and bf16 + compile: the fastest trains the full-size run, its schedule sized
+  #    to FULL_SECONDS at that speed.
+  # 3. PSNR within 2, 5 and 10 s on the embedded sample, default params but that hash kernel.
   # 4. The full-size run, PSNR at 1/5, 2/5, 3/5 and all of FULL_SECONDS.
   # 5. In the time left: every kind's speed with the defaults, and a profile of seed.
   lego=${3:-.lego/lego}
@@ -89,14 +94,14 @@ all)
   NERF_TEST_DEVICE=$device timeout 120 $py -m pytest -q -p no:cacheprovider tests/test_devices.py \
     > "$out/test_devices.txt" 2>&1; echo "test_devices: exit $?" | tee -a "$out/test_devices.txt"
   echo "[$((SECONDS - started)) s] tests done"
-  best=0; variant="fp32 false"
-  for v in "fp32 false" "bf16 true"; do
+  best=0; variant="fp32 false torch"
+  for v in "fp32 false torch" "fp32 false triton" "bf16 true torch"; do
     set -- $v
     $py -m bench.speed --devices $device --kinds fast --steps 20 --warmup 10 \
-      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 \
-      --out "$out/speed800_$1_compile-$2.csv" || echo "speed800 $v failed"
+      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
+      --out "$out/speed800_$1_compile-$2_$3.csv" || echo "speed800 $v failed"
     rate=$($py -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['steps_per_s'])" \
-      "$out/speed800_$1_compile-$2.csv" 2>/dev/null || echo 0)
+      "$out/speed800_$1_compile-$2_$3.csv" 2>/dev/null || echo 0)
     if $py -c "import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))" "$rate" "$best"; then
       best=$rate; variant=$v
     fi
@@ -105,11 +110,11 @@ all)
   steps=$($py -c "import sys; print(max(int(float(sys.argv[1]) * float(sys.argv[2]) * 0.95), 100))" "$best" "$seconds")
   echo "[$((SECONDS - started)) s] full size: $variant at $best steps/s -> a $steps-step schedule" | tee "$out/choice.txt"
   $py -m bench.quality --devices $device --kinds fast --steps 1500 --points 2 5 10 \
-    --out "$out/quality_embedded_10s" || echo "embedded 10 s failed"
+    --set model.fast.hash_kernel=$3 --out "$out/quality_embedded_10s" || echo "embedded 10 s failed"
   echo "[$((SECONDS - started)) s] embedded done"
   $py -m bench.quality --devices $device --kinds fast --steps "$steps" \
     --points $((seconds / 5)) $((seconds * 2 / 5)) $((seconds * 3 / 5)) $seconds \
-    --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 \
+    --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
     --out "$out/quality_lego800" || echo "full failed"
   echo "[$((SECONDS - started)) s] full size done"
   $py -m bench.speed --devices $device --kinds fast nerf seed --steps 30 --warmup 15 \

@@ -151,6 +151,9 @@ class FastModelConfig:
     max_rays_per_batch: int = _range(8192, ge=1)
     lr: float = _range(1e-2, gt=0.0)
     lr_final: float = _range(5e-4, gt=0.0)
+    # The hash grid's code on CUDA: torch (plain PyTorch) or triton (fused kernels; needs
+    # the triton package). Other devices always run the PyTorch code.
+    hash_kernel: Literal["torch", "triton"] = "torch"
 
     def __post_init__(self) -> None:
         if self.max_resolution < self.base_resolution:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 from torch import Tensor, nn
+
+from nerf.errors import ConfigError
 
 
 def fourier_encode(x: Tensor, n_frequencies: int, scale: float = 1.0) -> Tensor:
@@ -94,6 +97,12 @@ def gather_rows(table: Tensor, rows: Tensor) -> Tensor:
     return _GatherRows.apply(table, rows)
 
 
+def triton_runs_on(device: torch.device) -> bool:
+    """Whether ``model.fast.hash_kernel: triton`` runs the fused kernels on ``device``: on
+    CUDA, or anywhere under ``TRITON_INTERPRET=1`` (Triton's interpreter, for the CPU tests)."""
+    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+
 class HashGrid(nn.Module):
     """Multiresolution hash encoding (Müller et al. 2022) of points in [-bound, bound]^3.
 
@@ -101,6 +110,9 @@ class HashGrid(nn.Module):
     level reaches ``max_resolution``. A level whose (N_l + 1)^3 vertices fit in the table is
     stored densely (exact trilinear interpolation of a grid); finer levels hash their
     vertices into 2^log2_table_size entries. All levels live in one table, gathered at once.
+
+    ``kernel``: ``torch`` (this module's PyTorch code everywhere) or ``triton`` (the fused
+    kernels of :mod:`nerf.hash_kernel` on CUDA, the PyTorch code on other devices).
     """
 
     def __init__(
@@ -111,9 +123,13 @@ class HashGrid(nn.Module):
         base_resolution: int = 16,
         max_resolution: int = 2048,
         bound: float = 1.5,
+        kernel: str = "torch",
     ) -> None:
         super().__init__()
+        if kernel not in ("torch", "triton"):
+            raise ValueError(f"kernel must be torch or triton, got {kernel!r}")
         self.levels, self.features_per_level, self.bound = levels, features_per_level, bound
+        self.kernel = kernel
         growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
         table = 2**log2_table_size
         resolutions, sizes, dense = [], [], []
@@ -141,8 +157,27 @@ class HashGrid(nn.Module):
     def out_dim(self) -> int:
         return self.levels * self.features_per_level
 
+    def _fused(self, points: Tensor) -> bool:
+        """Whether to encode ``points`` with the Triton kernels (which give only the table a
+        gradient); under ``TRITON_INTERPRET=1`` on any device, as the CPU tests do."""
+        if self.kernel != "triton" or points.requires_grad:
+            return False
+        if not triton_runs_on(points.device):
+            return False
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            raise ConfigError("model.fast.hash_kernel is triton, but the triton package is not installed: "
+                              "pip install triton, or set it to torch") from None
+        return True
+
     def forward(self, points: Tensor) -> Tensor:
         """points: (n, 3) world coordinates -> features (n, levels * features_per_level)."""
+        if self._fused(points):
+            from nerf.hash_kernel import hash_encode
+
+            return hash_encode(points, self.table, self.resolutions, self.offsets, self.bound, self.n_dense,
+                               self.hash_mask)
         n = points.shape[0]
         unit = ((points + self.bound) / (2 * self.bound)).clamp(0.0, 1.0)  # (n, 3)
         res = self.resolutions  # (L,)

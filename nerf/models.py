@@ -129,7 +129,7 @@ class FastModel(_Scene):
         self.config = config
         grid = HashGrid(
             config.levels, config.features_per_level, config.log2_table_size,
-            config.base_resolution, config.max_resolution, config.bound,
+            config.base_resolution, config.max_resolution, config.bound, config.hash_kernel,
         )
         self.field = FastField(grid, config.hidden, config.geo_features, config.sh_degree)
         self.occupancy = OccupancyGrid(

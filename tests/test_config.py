@@ -58,6 +58,7 @@ def test_round_trip_of_defaults(tmp_path):
         (lambda p: p["train"].update(compile="yes"), "train.compile", "true or false"),
         (lambda p: p["model"].update(kind="mlp"), "model.kind", "one of"),
         (lambda p: p["model"].update(fast=3), "model.fast", "a mapping"),
+        (lambda p: p["model"]["fast"].update(hash_kernel="cuda"), "model.fast.hash_kernel", "one of 'torch', 'triton'"),
         (lambda p: p["eval"].update(ssim_sigma=float("nan")), "eval.ssim_sigma", "finite"),
         (lambda p: p["eval"].update(ssim_kernel=7), "eval.ssim_kernel", "window for that sigma is 11"),
     ],

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import REPO
 
-from nerf.config import ModelConfig, SeedModelConfig, TrainConfig
+from nerf.config import FastModelConfig, ModelConfig, SeedModelConfig, TrainConfig
 from nerf.models import build_model
 from nerf.rays import image_rays
 from nerf.scene import load_scene
@@ -33,10 +33,17 @@ pytestmark = pytest.mark.skipif(
 SMALL_SEED = SeedModelConfig(frequencies=6, width=64, depth=4, skip=2, samples=32, lr=1e-3, lr_final=1e-3)
 
 
-def model_on(kind: str, device: torch.device):
+def model_on(kind: str, device: torch.device, hash_kernel: str = "torch"):
     torch.manual_seed(0)
-    config = ModelConfig(kind=kind, seed=SMALL_SEED)
+    config = ModelConfig(kind=kind, seed=SMALL_SEED, fast=FastModelConfig(hash_kernel=hash_kernel))
     return build_model(config, NEAR, FAR, torch.zeros(3)).to(device)
+
+
+def needs_the_triton_kernels(hash_kernel: str) -> None:
+    if hash_kernel == "triton":
+        pytest.importorskip("triton")
+        if DEVICE.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            pytest.skip("the kernels run on CUDA; tests/test_hash_kernel.py checks them in Triton's interpreter")
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +53,12 @@ def crops() -> Views:
     return Views(scene.images[:, 30:70, 30:70], scene.poses, scene.focal, scene.names, np.zeros(3, np.float32))
 
 
-@pytest.mark.parametrize("kind", ["seed", "nerf", "fast"])
-def test_a_model_renders_the_same_rays_on_the_device_as_on_the_cpu(kind, crops) -> None:
-    reference = model_on(kind, CPU)
+@pytest.mark.parametrize("kind, hash_kernel", [("seed", "torch"), ("nerf", "torch"), ("fast", "torch"),
+                                                ("fast", "triton")])
+def test_a_model_renders_the_same_rays_on_the_device_as_on_the_cpu(kind, hash_kernel, crops) -> None:
+    # fast with the triton hash kernel: the fused kernels on the device against PyTorch on the CPU.
+    needs_the_triton_kernels(hash_kernel)
+    reference = model_on(kind, CPU, hash_kernel)
     if kind == "fast":  # occupied cells only inside a ball: the skipping must agree too
         grid = reference.occupancy
         axis = (torch.arange(grid.resolution) + 0.5) * grid.cell_size - grid.bound
@@ -87,3 +97,17 @@ def test_compiled_bf16_training_on_the_device_matches_eager_loosely(crops) -> No
                              seed=0, precision="bf16", compile=compiled)
         losses.append(train(model, train_views, None, config, DEVICE, progress=False).loss)
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=0.05)
+
+
+def test_the_triton_hash_kernel_trains_like_the_pytorch_path(crops) -> None:
+    needs_the_triton_kernels("triton")
+    train_views = crops.subset(range(0, 64, 8))
+    losses, tables = [], []
+    for hash_kernel in ("torch", "triton"):
+        model = model_on("fast", DEVICE, hash_kernel)
+        config = TrainConfig(steps=20, log_every=20, val_every=10**9, device=DEVICE.type, seed=0, precision="fp32")
+        losses.append(train(model, train_views, None, config, DEVICE, progress=False).loss)
+        tables.append(model.field.grid.table.detach())
+    # Same steps; atomic adds sum in another order, so the runs drift apart only slightly.
+    assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=0.05)
+    assert not torch.equal(tables[1], model_on("fast", DEVICE).field.grid.table)  # the table learned

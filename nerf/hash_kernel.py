@@ -1,0 +1,141 @@
+"""The hash-grid encoding as two fused Triton kernels, for CUDA (``model.fast.hash_kernel: triton``).
+
+The PyTorch path in :mod:`nerf.encoding` builds, per point, level and cube corner, a row
+index, a weight and a gathered value as separate tensors (about 40 kernels and, at 262144
+samples and 16 levels, over a gigabyte of intermediates per step), and sums the gradients
+into the table with ``index_add_``. Here one program per (block of points, level) computes
+the cell, the eight corners' rows and trilinear weights in registers and
+
+    forward:  features[i, level] = sum_corners weight * table[row]          (n, levels * F)
+    backward: table_grad[row] += weight * grad_features[i, level]          (atomic adds)
+
+with the same rows as the PyTorch path (dense levels index their grid, the others hash
+with the same primes in wrapping int32) and the same weights, so the two agree up to the
+order of the float sums. Only the table gets a gradient: the points the pipeline encodes
+never require one (:meth:`nerf.encoding.HashGrid.forward` keeps the PyTorch path when they do).
+
+:mod:`nerf.encoding` imports this module (and Triton) on first use. With
+``TRITON_INTERPRET=1`` set before that, the kernels run on CPU tensors in Triton's
+interpreter, which is how the CPU tests check them.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from nerf.encoding import _PRIMES
+
+_BLOCK = 128  # points per program
+_PRIME_Y = tl.constexpr(_PRIMES[1])
+_PRIME_Z = tl.constexpr(_PRIMES[2])
+
+
+@triton.jit
+def _cell(points, i, live, bound, res):
+    """Lower corner (int32) and fractions of each point's cell at resolution ``res``."""
+    scale = res.to(tl.float32)
+    x = tl.load(points + i * 3 + 0, mask=live, other=0.0)
+    y = tl.load(points + i * 3 + 1, mask=live, other=0.0)
+    z = tl.load(points + i * 3 + 2, mask=live, other=0.0)
+    ux = tl.minimum(tl.maximum((x + bound) / (2 * bound), 0.0), 1.0) * scale
+    uy = tl.minimum(tl.maximum((y + bound) / (2 * bound), 0.0), 1.0) * scale
+    uz = tl.minimum(tl.maximum((z + bound) / (2 * bound), 0.0), 1.0) * scale
+    lx = tl.minimum(tl.floor(ux).to(tl.int32), res - 1)
+    ly = tl.minimum(tl.floor(uy).to(tl.int32), res - 1)
+    lz = tl.minimum(tl.floor(uz).to(tl.int32), res - 1)
+    return lx, ly, lz, ux - lx.to(tl.float32), uy - ly.to(tl.float32), uz - lz.to(tl.float32)
+
+
+@triton.jit
+def _corner(lx, ly, lz, fx, fy, fz, res, offset, dense, hash_mask, CORNER: tl.constexpr):
+    """Table row and trilinear weight of one of the cell's eight corners (bit 0: x, bit 1:
+    y, bit 2: z)."""
+    bx: tl.constexpr = CORNER & 1
+    by: tl.constexpr = (CORNER >> 1) & 1
+    bz: tl.constexpr = (CORNER >> 2) & 1
+    cx, cy, cz = lx + bx, ly + by, lz + bz
+    wx = fx * bx + (1.0 - fx) * (1 - bx)
+    wy = fy * by + (1.0 - fy) * (1 - by)
+    wz = fz * bz + (1.0 - fz) * (1 - bz)
+    stride = res + 1
+    dense_row = (cz * stride + cy) * stride + cx
+    hash_row = ((cz * _PRIME_Z) ^ (cy * _PRIME_Y) ^ cx) & hash_mask
+    return tl.where(dense, dense_row, hash_row) + offset, wz * wy * wx
+
+
+@triton.jit
+def _forward(points, table, resolutions, offsets, out, n, bound, n_dense, hash_mask,
+             LEVELS: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr):
+    level = tl.program_id(1)
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = i < n
+    feature = tl.arange(0, FP)
+    both = live[:, None] & (feature < F)[None, :]
+    res = tl.load(resolutions + level)
+    offset = tl.load(offsets + level)
+    lx, ly, lz, fx, fy, fz = _cell(points, i, live, bound, res)
+    acc = tl.zeros((BLOCK, FP), dtype=tl.float32)
+    for c in tl.static_range(8):
+        row, weight = _corner(lx, ly, lz, fx, fy, fz, res, offset, level < n_dense, hash_mask, c)
+        values = tl.load(table + row[:, None] * F + feature[None, :], mask=both, other=0.0)
+        acc += weight[:, None] * values
+    tl.store(out + i[:, None] * (LEVELS * F) + level * F + feature[None, :], acc, mask=both)
+
+
+@triton.jit
+def _backward(points, grad_out, resolutions, offsets, grad_table, n, bound, n_dense, hash_mask,
+              LEVELS: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr):
+    level = tl.program_id(1)
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    live = i < n
+    feature = tl.arange(0, FP)
+    both = live[:, None] & (feature < F)[None, :]
+    res = tl.load(resolutions + level)
+    offset = tl.load(offsets + level)
+    lx, ly, lz, fx, fy, fz = _cell(points, i, live, bound, res)
+    grad = tl.load(grad_out + i[:, None] * (LEVELS * F) + level * F + feature[None, :], mask=both, other=0.0)
+    for c in tl.static_range(8):
+        row, weight = _corner(lx, ly, lz, fx, fy, fz, res, offset, level < n_dense, hash_mask, c)
+        tl.atomic_add(grad_table + row[:, None] * F + feature[None, :], weight[:, None] * grad, mask=both)
+
+
+class _HashEncode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, points: Tensor, table: Tensor, resolutions: Tensor, offsets: Tensor,  # type: ignore[override]
+                bound: float, n_dense: int, hash_mask: int) -> Tensor:
+        points = points.float().contiguous()
+        n, (rows, features), levels = points.shape[0], table.shape, resolutions.shape[0]
+        out = torch.empty(n, levels * features, dtype=torch.float32, device=points.device)
+        if n > 0:
+            _forward[(triton.cdiv(n, _BLOCK), levels)](
+                points, table.contiguous(), resolutions, offsets, out, n, bound, n_dense, hash_mask,
+                LEVELS=levels, F=features, FP=triton.next_power_of_2(features), BLOCK=_BLOCK,
+            )
+        ctx.save_for_backward(points, resolutions, offsets)
+        ctx.settings = (rows, features, bound, n_dense, hash_mask)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None, None, None, None, None]:  # type: ignore[override]
+        points, resolutions, offsets = ctx.saved_tensors
+        rows, features, bound, n_dense, hash_mask = ctx.settings
+        n, levels = points.shape[0], resolutions.shape[0]
+        grad_table = torch.zeros(rows, features, dtype=torch.float32, device=points.device)
+        if n > 0:
+            _backward[(triton.cdiv(n, _BLOCK), levels)](
+                points, grad.float().contiguous(), resolutions, offsets, grad_table, n, bound, n_dense,
+                hash_mask, LEVELS=levels, F=features, FP=triton.next_power_of_2(features), BLOCK=_BLOCK,
+            )
+        return None, grad_table, None, None, None, None, None
+
+
+@torch.compiler.disable  # a graph break: the kernels are already fused
+def hash_encode(points: Tensor, table: Tensor, resolutions: Tensor, offsets: Tensor, bound: float,
+                n_dense: int, hash_mask: int) -> Tensor:
+    """points (n, 3), table (rows, F) -> features (n, levels * F), float32; differentiable in
+    ``table``. ``resolutions`` and ``offsets`` (levels,) int32 as in :class:`nerf.encoding.HashGrid`:
+    levels below ``n_dense`` are dense grids, the others hash with ``hash_mask``."""
+    return _HashEncode.apply(points, table, resolutions, offsets, bound, n_dense, hash_mask)
