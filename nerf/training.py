@@ -295,11 +295,11 @@ class _Loop:
             index = torch.randint(self.n_views * per_view, (n_rays,), device=self.device, generator=generator)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = model.render_rays(data.rays[index], randomized=True, generator=generator)
-        target = Target(data.colors[index], data.background)
+        alpha = new = None
         if self.config.random_background and data.alpha is not None:
+            alpha = data.alpha[index]
             new = torch.rand(len(index), 3, device=self.device, generator=generator)
-            target = Target(target.rgb, target.background, data.alpha[index], new)
-        mse, loss = colour_loss(out, model.background, target)
+        mse, loss = colour_loss(out, model.background, Target(data.colors[index], data.background, alpha, new))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
