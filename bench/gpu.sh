@@ -79,9 +79,10 @@ profile)
 all)
   # 1. The CUDA tests (tests/test_devices.py), with pytest installed from .gpu_wheels where
   #    the machine lacks it (pip download -d .gpu_wheels pytest, and carry .gpu_wheels).
-  # 2. fast's full-size step speed: eager float32 with the PyTorch and the Triton hash
-  #    kernels, and bf16 + compile: the fastest trains the full-size run, its schedule sized
-  #    to FULL_SECONDS at that speed.
+  # 2. fast's full-size step speed, eager float32 with the PyTorch and with the Triton hash
+  #    kernels: the faster trains the full-size run, its schedule sized to FULL_SECONDS at
+  #    that speed. (bf16 + compile is left to `speed800`: compiling costs ~15 s of a 5-minute
+  #    budget and a minute of this call, and fast ran slower in bf16 on the embedded sample.)
   # 3. PSNR within 2, 5 and 10 s on the embedded sample, default params but that hash kernel.
   # 4. The full-size run, PSNR at 1/5, 2/5, 3/5 and all of FULL_SECONDS.
   # 5. In the time left: every kind's speed with the defaults, and a profile of seed.
@@ -91,11 +92,11 @@ all)
   if ! $py -c "import pytest" 2>/dev/null && [ -d .gpu_wheels ]; then
     $py -m pip install -q --no-index --find-links .gpu_wheels pytest > "$out/pip.txt" 2>&1
   fi
-  NERF_TEST_DEVICE=$device timeout 120 $py -m pytest -q -p no:cacheprovider tests/test_devices.py \
+  NERF_TEST_DEVICE=$device timeout 150 $py -m pytest -q -p no:cacheprovider tests/test_devices.py \
     > "$out/test_devices.txt" 2>&1; echo "test_devices: exit $?" | tee -a "$out/test_devices.txt"
   echo "[$((SECONDS - started)) s] tests done"
   best=0; variant="fp32 false torch"
-  for v in "fp32 false torch" "fp32 false triton" "bf16 true torch"; do
+  for v in "fp32 false torch" "fp32 false triton"; do
     set -- $v
     $py -m bench.speed --devices $device --kinds fast --steps 20 --warmup 10 \
       --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
