@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -130,6 +131,9 @@ class HashGrid(nn.Module):
             raise ValueError(f"kernel must be torch or triton, got {kernel!r}")
         self.levels, self.features_per_level, self.bound = levels, features_per_level, bound
         self.kernel = kernel
+        if kernel == "triton":  # imported now, so that a resumable checkpoint's code digest covers it
+            with contextlib.suppress(ImportError):  # no triton: the PyTorch path, or an error on CUDA
+                import nerf.hash_kernel  # noqa: F401
         growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
         table = 2**log2_table_size
         resolutions, sizes, dense = [], [], []

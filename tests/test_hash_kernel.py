@@ -9,6 +9,7 @@ run compiled on the GPU. Skipped where the ``triton`` package is not installed.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -18,6 +19,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
+from conftest import REPO
 from test_encoding import BOUND, make_grid, reference_encoding, sample_points
 
 from nerf.encoding import HashGrid
@@ -95,3 +97,13 @@ def test_a_missing_triton_package_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "triton", None)  # import triton now raises ImportError
     with pytest.raises(ConfigError, match=r"model\.fast\.hash_kernel is triton.*pip install triton"):
         grid(sample_points().to(DEVICE))
+
+
+def test_a_grid_set_to_triton_imports_its_kernels_at_once() -> None:
+    # The train stage fingerprints the source of the nerf modules imported before training
+    # (resume.code_digest); the kernels' module must be among them, not imported later.
+    script = ("import sys; from nerf.encoding import HashGrid; from nerf.resume import code_digest; "
+              "before = code_digest(); HashGrid(kernel='triton'); "
+              "print('nerf.hash_kernel' in sys.modules, code_digest() != before)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "True"]
