@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nerf.encoding import HashGrid, fourier_dim, fourier_encode, gather_rows, spherical_harmonics
+from nerf.encoding import HashGrid, fourier_dim, fourier_encode, interpolate_rows, spherical_harmonics
 
 # --------------------------------------------------------------------------- Fourier
 
@@ -186,13 +186,33 @@ def test_hash_grid_gradients_reach_only_the_rows_used() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
-def test_gather_rows_sums_gradients_of_repeated_rows_like_indexing(dtype) -> None:
+def test_interpolate_rows_matches_indexing_and_autograd(dtype) -> None:
     torch.manual_seed(0)
     table = torch.randn(50, 2, requires_grad=True)
-    rows = torch.randint(0, 50, (400,)).to(dtype)  # many rows repeat
+    rows = torch.randint(0, 50, (400, 8)).to(dtype)  # many rows repeat
+    weights = torch.rand(400, 8, requires_grad=True)
     upstream = torch.randn(400, 2)
-    (gather_rows(table, rows) * upstream).sum().backward()
-    mine, table.grad = table.grad, None
-    (table[rows.long()] * upstream).sum().backward()
-    assert torch.equal(gather_rows(table, rows), table[rows.long()])
-    torch.testing.assert_close(mine, table.grad, rtol=1e-6, atol=1e-6)
+    got = interpolate_rows(table, rows, weights)
+    (got * upstream).sum().backward()
+    mine = table.grad, weights.grad
+    table.grad = weights.grad = None
+    want = (weights[..., None] * table[rows.long()]).sum(dim=1)
+    (want * upstream).sum().backward()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(mine[0], table.grad, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(mine[1], weights.grad, rtol=1e-6, atol=1e-6)
+
+
+def test_interpolate_rows_gradients_pass_gradcheck() -> None:
+    gen = torch.Generator().manual_seed(3)
+    table = torch.randn(6, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    rows = torch.randint(0, 6, (5, 4), generator=gen)
+    weights = torch.rand(5, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, w: interpolate_rows(t, rows, w), (table, weights))
+
+
+def test_a_hash_grid_of_no_points_gives_no_features() -> None:
+    grid = make_grid()
+    features = grid(torch.empty(0, 3))
+    features.sum().backward()
+    assert features.shape == (0, 8) and torch.count_nonzero(grid.table.grad) == 0
