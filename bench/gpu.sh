@@ -15,7 +15,8 @@
 #   bash bench/gpu.sh profile  OUT   # top kernels of seed and fast steps
 #
 # LEGO is a Blender folder (default .lego/lego: a copy of ../shared/data/nerf_synthetic/lego
-# that travels with the working tree). CSVs, PNG plots and logs go to OUT.
+# that travels with the working tree). CSVs, PNG plots and logs go to OUT (for `all`, into
+# OUT/all.tar: tar -xf all.tar).
 # Environment: DEVICE (default cuda; cpu dry-runs the commands), FULL_SECONDS (all: the
 # full-size training budget, default 300), EXTRA_SET (more KEY=VALUE overrides for every
 # full-size run, e.g. split.image_size=100 for a quick dry run).
@@ -24,6 +25,7 @@ usage="usage: bash bench/gpu.sh all|speed|embedded|full|speed800|profile OUT"
 part=${1:?$usage}
 out=${2:?$usage}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 device=${DEVICE:-cuda}
@@ -85,42 +87,54 @@ all)
   #    budget and a minute of this call, and fast ran slower in bf16 on the embedded sample.)
   # 3. PSNR within 2, 5 and 10 s on the embedded sample, default params but that hash kernel.
   # 4. The full-size run, PSNR at 1/5, 2/5, 3/5 and all of FULL_SECONDS.
-  # 5. In the time left: every kind's speed with the defaults, and a profile of seed.
+  # 5. In the time left: every kind's speed with the defaults, and profiles of seed and fast.
+  # The device tool brings back at most 8 files from OUT, so each step's files are appended
+  # to OUT/all.tar as soon as the step ends (what a timeout cuts off loses only its step).
   lego=${3:-.lego/lego}
+  res=$(mktemp -d)
+  keep() { (cd "$res" && tar -rf "$out/all.tar" "$@" 2>/dev/null); }
   seconds=${FULL_SECONDS:-300}
   started=$SECONDS
   if ! $py -c "import pytest" 2>/dev/null && [ -d .gpu_wheels ]; then
-    $py -m pip install -q --no-index --find-links .gpu_wheels pytest > "$out/pip.txt" 2>&1
+    $py -m pip install -q --no-index --find-links .gpu_wheels pytest > "$res/pip.txt" 2>&1
+    keep pip.txt
   fi
   NERF_TEST_DEVICE=$device timeout 150 $py -m pytest -q -p no:cacheprovider tests/test_devices.py \
-    > "$out/test_devices.txt" 2>&1; echo "test_devices: exit $?" | tee -a "$out/test_devices.txt"
+    > "$res/test_devices.txt" 2>&1; echo "test_devices: exit $?" | tee -a "$res/test_devices.txt"
+  keep test_devices.txt
   echo "[$((SECONDS - started)) s] tests done"
   best=0; variant="fp32 false torch"
   for v in "fp32 false torch" "fp32 false triton"; do
     set -- $v
     $py -m bench.speed --devices $device --kinds fast --steps 20 --warmup 10 \
       --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
-      --out "$out/speed800_$1_compile-$2_$3.csv" || echo "speed800 $v failed"
+      --out "$res/speed800_$1_compile-$2_$3.csv" || echo "speed800 $v failed"
     rate=$($py -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['steps_per_s'])" \
-      "$out/speed800_$1_compile-$2_$3.csv" 2>/dev/null || echo 0)
+      "$res/speed800_$1_compile-$2_$3.csv" 2>/dev/null || echo 0)
     if $py -c "import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))" "$rate" "$best"; then
       best=$rate; variant=$v
     fi
+    keep "speed800_$1_compile-$2_$3.csv"
   done
   set -- $variant
   steps=$($py -c "import sys; print(max(int(float(sys.argv[1]) * float(sys.argv[2]) * 0.95), 100))" "$best" "$seconds")
-  echo "[$((SECONDS - started)) s] full size: $variant at $best steps/s -> a $steps-step schedule" | tee "$out/choice.txt"
+  echo "[$((SECONDS - started)) s] full size: $variant at $best steps/s -> a $steps-step schedule" | tee "$res/choice.txt"
+  keep choice.txt
   $py -m bench.quality --devices $device --kinds fast --steps 1500 --points 2 5 10 \
-    --set model.fast.hash_kernel=$3 --out "$out/quality_embedded_10s" || echo "embedded 10 s failed"
+    --set model.fast.hash_kernel=$3 --out "$res/quality_embedded_10s" || echo "embedded 10 s failed"
+  keep quality_embedded_10s.csv quality_embedded_10s.png
   echo "[$((SECONDS - started)) s] embedded done"
   $py -m bench.quality --devices $device --kinds fast --steps "$steps" \
     --points $((seconds / 5)) $((seconds * 2 / 5)) $((seconds * 3 / 5)) $seconds \
     --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
-    --out "$out/quality_lego800" || echo "full failed"
+    --out "$res/quality_lego800" || echo "full failed"
+  keep quality_lego800.csv quality_lego800.png
   echo "[$((SECONDS - started)) s] full size done"
   $py -m bench.speed --devices $device --kinds fast nerf seed --steps 30 --warmup 15 \
-    --out "$out/speed_defaults.csv" || echo "speed failed"
-  $py -m bench.profile --device $device --kinds seed --out "$out" || echo "profile failed"
+    --out "$res/speed_defaults.csv" || echo "speed failed"
+  keep speed_defaults.csv
+  $py -m bench.profile --device $device --kinds seed fast --out "$res" || echo "profile failed"
+  keep "profile_seed_$device.txt" "profile_fast_$device.txt"
   echo "[$((SECONDS - started)) s] all done"
   ;;
 *)
