@@ -1,10 +1,11 @@
 """The hash-grid encoding as two fused Triton kernels, for CUDA (``model.fast.hash_kernel: triton``).
 
 The PyTorch path in :mod:`nerf.encoding` builds, per point, level and cube corner, a row
-index, a weight and a gathered value as separate tensors (about 40 kernels and, at 262144
-samples and 16 levels, over a gigabyte of intermediates per step), and sums the gradients
-into the table with ``index_add_``. Here one program per (block of points, level) computes
-the cell, the eight corners' rows and trilinear weights in registers and
+index and a weight as separate tensors (a few dozen elementwise kernels and, at 262144
+samples and 16 levels, hundreds of megabytes of intermediates per step) before one
+``embedding_bag``, and sums the gradients into the table with ``index_add_``. Here one
+program per (block of points, level) computes the cell, the eight corners' rows and
+trilinear weights in registers and
 
     forward:  features[i, level] = sum_corners weight * table[row]          (n, levels * F)
     backward: table_grad[row] += weight * grad_features[i, level]          (atomic adds)
@@ -67,8 +68,12 @@ def _corner(lx, ly, lz, fx, fy, fz, res, offset, dense, hash_mask, CORNER: tl.co
 
 
 @triton.jit
-def _forward(points, table, resolutions, offsets, out, n, bound, n_dense, hash_mask,
-             LEVELS: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr):
+def _encode(points, table, features, resolutions, offsets, n, bound, n_dense, hash_mask,
+            BACKWARD: tl.constexpr, LEVELS: tl.constexpr, F: tl.constexpr, FP: tl.constexpr,
+            BLOCK: tl.constexpr):
+    """Forward: features (n, LEVELS * F) = the table interpolated at this program's points and
+    level. Backward (``table`` is then the table's gradient and ``features`` the features'):
+    each corner row gets its weight times the features' gradient, by atomic adds."""
     level = tl.program_id(1)
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     live = i < n
@@ -77,29 +82,30 @@ def _forward(points, table, resolutions, offsets, out, n, bound, n_dense, hash_m
     res = tl.load(resolutions + level)
     offset = tl.load(offsets + level)
     lx, ly, lz, fx, fy, fz = _cell(points, i, live, bound, res)
-    acc = tl.zeros((BLOCK, FP), dtype=tl.float32)
+    at_level = features + i[:, None] * (LEVELS * F) + level * F + feature[None, :]
+    if BACKWARD:
+        grad = tl.load(at_level, mask=both, other=0.0)
+    else:
+        acc = tl.zeros((BLOCK, FP), dtype=tl.float32)
     for c in tl.static_range(8):
         row, weight = _corner(lx, ly, lz, fx, fy, fz, res, offset, level < n_dense, hash_mask, c)
-        values = tl.load(table + row[:, None] * F + feature[None, :], mask=both, other=0.0)
-        acc += weight[:, None] * values
-    tl.store(out + i[:, None] * (LEVELS * F) + level * F + feature[None, :], acc, mask=both)
+        at_row = table + row[:, None] * F + feature[None, :]
+        if BACKWARD:
+            tl.atomic_add(at_row, weight[:, None] * grad, mask=both)
+        else:
+            acc += weight[:, None] * tl.load(at_row, mask=both, other=0.0)
+    if not BACKWARD:
+        tl.store(at_level, acc, mask=both)
 
 
-@triton.jit
-def _backward(points, grad_out, resolutions, offsets, grad_table, n, bound, n_dense, hash_mask,
-              LEVELS: tl.constexpr, F: tl.constexpr, FP: tl.constexpr, BLOCK: tl.constexpr):
-    level = tl.program_id(1)
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    live = i < n
-    feature = tl.arange(0, FP)
-    both = live[:, None] & (feature < F)[None, :]
-    res = tl.load(resolutions + level)
-    offset = tl.load(offsets + level)
-    lx, ly, lz, fx, fy, fz = _cell(points, i, live, bound, res)
-    grad = tl.load(grad_out + i[:, None] * (LEVELS * F) + level * F + feature[None, :], mask=both, other=0.0)
-    for c in tl.static_range(8):
-        row, weight = _corner(lx, ly, lz, fx, fy, fz, res, offset, level < n_dense, hash_mask, c)
-        tl.atomic_add(grad_table + row[:, None] * F + feature[None, :], weight[:, None] * grad, mask=both)
+def _launch(points: Tensor, table: Tensor, features: Tensor, resolutions: Tensor, offsets: Tensor,
+            bound: float, n_dense: int, hash_mask: int, backward: bool) -> None:
+    n, levels, width = points.shape[0], resolutions.shape[0], table.shape[1]
+    if n > 0:
+        _encode[(triton.cdiv(n, _BLOCK), levels)](
+            points, table, features, resolutions, offsets, n, bound, n_dense, hash_mask, BACKWARD=backward,
+            LEVELS=levels, F=width, FP=triton.next_power_of_2(width), BLOCK=_BLOCK,
+        )
 
 
 class _HashEncode(torch.autograd.Function):
@@ -107,28 +113,19 @@ class _HashEncode(torch.autograd.Function):
     def forward(ctx, points: Tensor, table: Tensor, resolutions: Tensor, offsets: Tensor,  # type: ignore[override]
                 bound: float, n_dense: int, hash_mask: int) -> Tensor:
         points = points.float().contiguous()
-        n, (rows, features), levels = points.shape[0], table.shape, resolutions.shape[0]
-        out = torch.empty(n, levels * features, dtype=torch.float32, device=points.device)
-        if n > 0:
-            _forward[(triton.cdiv(n, _BLOCK), levels)](
-                points, table.contiguous(), resolutions, offsets, out, n, bound, n_dense, hash_mask,
-                LEVELS=levels, F=features, FP=triton.next_power_of_2(features), BLOCK=_BLOCK,
-            )
+        out = torch.empty(points.shape[0], resolutions.shape[0] * table.shape[1], device=points.device)
+        _launch(points, table.contiguous(), out, resolutions, offsets, bound, n_dense, hash_mask, backward=False)
         ctx.save_for_backward(points, resolutions, offsets)
-        ctx.settings = (rows, features, bound, n_dense, hash_mask)
+        ctx.settings = (table.shape, bound, n_dense, hash_mask)
         return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None, None, None, None, None]:  # type: ignore[override]
         points, resolutions, offsets = ctx.saved_tensors
-        rows, features, bound, n_dense, hash_mask = ctx.settings
-        n, levels = points.shape[0], resolutions.shape[0]
-        grad_table = torch.zeros(rows, features, dtype=torch.float32, device=points.device)
-        if n > 0:
-            _backward[(triton.cdiv(n, _BLOCK), levels)](
-                points, grad.float().contiguous(), resolutions, offsets, grad_table, n, bound, n_dense,
-                hash_mask, LEVELS=levels, F=features, FP=triton.next_power_of_2(features), BLOCK=_BLOCK,
-            )
+        shape, bound, n_dense, hash_mask = ctx.settings
+        grad_table = torch.zeros(shape, device=points.device)
+        _launch(points, grad_table, grad.float().contiguous(), resolutions, offsets, bound, n_dense, hash_mask,
+                backward=True)
         return None, grad_table, None, None, None, None, None
 
 

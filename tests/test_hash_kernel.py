@@ -107,3 +107,30 @@ def test_a_grid_set_to_triton_imports_its_kernels_at_once() -> None:
               "print('nerf.hash_kernel' in sys.modules, code_digest() != before)")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "True"]
+
+
+COMPILE_FOR_H100 = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from nerf.hash_kernel import _encode
+pointers = dict.fromkeys(["points", "table", "features"], "*fp32") | dict.fromkeys(["resolutions", "offsets"], "*i32")
+signature = pointers | {"n": "i32", "bound": "fp32", "n_dense": "i32", "hash_mask": "i32"}
+signature |= dict.fromkeys(["BACKWARD", "LEVELS", "F", "FP", "BLOCK"], "constexpr")
+for backward in (False, True):
+    for width, padded in ((2, 2), (3, 4)):
+        constants = {"BACKWARD": backward, "LEVELS": 16, "F": width, "FP": padded, "BLOCK": 128}
+        kernel = triton.compile(ASTSource(_encode, signature, constants), target=GPUTarget("cuda", 90, 32))
+        print(len(kernel.asm["cubin"]) > 0, "atom.global" in kernel.asm["ptx"])
+"""
+
+
+def test_the_kernels_compile_to_machine_code_for_an_h100(tmp_path) -> None:
+    # The interpreter runs the kernels' Python; this compiles them as a GPU run would, down to
+    # sm_90 machine code with Triton's own ptxas (no GPU needed), both directions, a power-of-two
+    # and a padded feature width. Atomic adds appear in the backward only.
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TRITON_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", COMPILE_FOR_H100], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "False"] * 2 + ["True", "True"] * 2
