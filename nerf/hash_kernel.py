@@ -67,7 +67,9 @@ def _corner(lx, ly, lz, fx, fy, fz, res, offset, dense, hash_mask, CORNER: tl.co
     return tl.where(dense, dense_row, hash_row) + offset, wz * wy * wx
 
 
-@triton.jit
+# Not specialised on the point count: Triton would otherwise compile a variant per
+# divisibility class of n (each ~1-2 s on first use, within the training clock).
+@triton.jit(do_not_specialize=["n"])
 def _encode(points, table, features, resolutions, offsets, n, bound, n_dense, hash_mask,
             BACKWARD: tl.constexpr, LEVELS: tl.constexpr, F: tl.constexpr, FP: tl.constexpr,
             BLOCK: tl.constexpr):
