@@ -1,4 +1,5 @@
-"""The hash-grid encoding as two fused Triton kernels, for CUDA (``model.fast.hash_kernel: triton``).
+"""The hash-grid encoding as one fused Triton kernel, forward and backward, for CUDA
+(``model.fast.hash_kernel: triton``).
 
 The PyTorch path in :mod:`nerf.encoding` builds, per point, level and cube corner, a row
 index and a weight as separate tensors (a few dozen elementwise kernels and, at 262144
@@ -115,7 +116,8 @@ class _HashEncode(torch.autograd.Function):
     def forward(ctx, points: Tensor, table: Tensor, resolutions: Tensor, offsets: Tensor,  # type: ignore[override]
                 bound: float, n_dense: int, hash_mask: int) -> Tensor:
         points = points.float().contiguous()
-        out = torch.empty(points.shape[0], resolutions.shape[0] * table.shape[1], device=points.device)
+        out = torch.empty(points.shape[0], resolutions.shape[0] * table.shape[1], dtype=torch.float32,
+                          device=points.device)
         _launch(points, table.contiguous(), out, resolutions, offsets, bound, n_dense, hash_mask, backward=False)
         ctx.save_for_backward(points, resolutions, offsets)
         ctx.settings = (table.shape, bound, n_dense, hash_mask)
@@ -125,7 +127,7 @@ class _HashEncode(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor, None, None, None, None, None]:  # type: ignore[override]
         points, resolutions, offsets = ctx.saved_tensors
         shape, bound, n_dense, hash_mask = ctx.settings
-        grad_table = torch.zeros(shape, device=points.device)
+        grad_table = torch.zeros(shape, dtype=torch.float32, device=points.device)
         _launch(points, grad_table, grad.float().contiguous(), resolutions, offsets, bound, n_dense, hash_mask,
                 backward=True)
         return None, grad_table, None, None, None, None, None
