@@ -13,12 +13,11 @@ import torch
 import yaml
 
 from nerf.config import ModelConfig, Params, SplitConfig, build
-from nerf.encoding import triton_runs_on
 from nerf.errors import ConfigError
 from nerf.models import FastModel, Model, build_model
 from nerf.scene import load_scene
 from nerf.split import split_scene
-from nerf.training import uses_bf16
+from nerf.training import arithmetic
 from nerf.views import Views
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,15 +53,15 @@ def params_with(path: Path, kind: str, overrides: Sequence[str] = ()) -> Params:
 
 
 def precision(params: Params, device: torch.device, model: Model) -> str:
-    """The arithmetic training uses: "bf16" (autocast) or "fp32"."""
-    return "bf16" if uses_bf16(params.train.precision, device, model) else "fp32"
+    """The arithmetic training uses: "bf16" (autocast), "tf32" (CUDA matmuls) or "fp32"."""
+    return arithmetic(params.train.precision, device, model)
 
 
-def hash_kernel(params: Params, device: torch.device, model: Model) -> str:
+def hash_kernel(device: torch.device, model: Model) -> str:
     """The hash-grid code fast's steps run: "torch" or "triton"; "-" for the other kinds."""
     if not isinstance(model, FastModel):
         return "-"
-    return "triton" if params.model.fast.hash_kernel == "triton" and triton_runs_on(device) else "torch"
+    return "triton" if model.field.grid.uses_triton(device) else "torch"
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

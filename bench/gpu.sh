@@ -2,17 +2,21 @@
 # The GPU measurements of the fast-NeRF issue, in one command per part (a lent GPU machine
 # is held for minutes at a time, so each part runs everything that belongs together).
 #
-#   bash bench/gpu.sh all      OUT [LEGO]   # the issue's targets in one call of ~9.5 min,
+#   bash bench/gpu.sh all      OUT [LEGO]   # the issue's targets in one call of ~8 min,
 #                                           # most needed first (see below)
 #   bash bench/gpu.sh speed    OUT   # steps/s, rays/s, samples/s, peak memory: every kind,
 #                                    # fp32 / bf16 autocast / bf16 + torch.compile
 #   bash bench/gpu.sh embedded OUT   # PSNR at 2..60 s of training on the embedded sample split
 #   bash bench/gpu.sh full     OUT [LEGO] [STEPS] [POINTS...]
 #                                    # 800x800 Blender lego, 1 view in 8 held out
-#                                    # (PRECISION=bf16 COMPILE=true KERNEL=torch unless set)
+#                                    # (PRECISION=auto COMPILE=false KERNEL=auto unless set)
 #   bash bench/gpu.sh speed800 OUT [LEGO]   # fast's step speed at that size, per variant
 #                                    # (precision, compile, hash kernel)
 #   bash bench/gpu.sh profile  OUT   # top kernels of seed and fast steps
+#   bash bench/gpu.sh tune     OUT [LEGO]   # full size, after the occupancy grid has pruned:
+#                                    # step speed per variant (precision, compile, TF32 matmuls),
+#                                    # a profile, and PSNR at 30/60 s of the 5-min schedule for
+#                                    # other grid resolutions (TUNE_STEPS, default 29842)
 #
 # LEGO is a Blender folder (default .lego/lego: a copy of ../shared/data/nerf_synthetic/lego
 # that travels with the working tree). CSVs, PNG plots and logs go to OUT (for `all`, into
@@ -21,7 +25,7 @@
 # full-size training budget, default 300), EXTRA_SET (more KEY=VALUE overrides for every
 # full-size run, e.g. split.image_size=100 for a quick dry run).
 set -uo pipefail
-usage="usage: bash bench/gpu.sh all|speed|embedded|full|speed800|profile OUT"
+usage="usage: bash bench/gpu.sh all|speed|embedded|full|speed800|profile|tune OUT"
 part=${1:?$usage}
 out=${2:?$usage}
 mkdir -p "$out"
@@ -31,10 +35,11 @@ py=${PYTHON:-python3}
 device=${DEVICE:-cuda}
 read -r -a extra <<< "${EXTRA_SET:-}"
 
-# The full-size configuration: instant-NGP's table and resolutions, a finer occupancy grid
-# and march, larger batches, white background (the Blender convention).
+# The full-size configuration: instant-NGP's levels and resolutions with a 2^20 table (2^19
+# and a 4096 finest level measured worse at 60 s), a finer occupancy grid and march, larger
+# batches, white background (the Blender convention).
 LEGO_800=(split.strategy=every_nth split.every_nth=8 split.image_size=null split.background=white
-          model.fast.levels=16 model.fast.log2_table_size=19 model.fast.max_resolution=2048
+          model.fast.levels=16 model.fast.log2_table_size=20 model.fast.max_resolution=2048
           model.fast.grid_resolution=128 model.fast.steps_per_diagonal=1024
           model.fast.samples_per_batch=262144 model.fast.max_rays_per_batch=32768 render.chunk=16384
           ${extra[@]+"${extra[@]}"})
@@ -62,8 +67,8 @@ full)
   shift $(( $# < 4 ? $# : 4 ))
   points=("${@:-30 60 120 300}")
   $py -m bench.quality --devices $device --kinds fast --steps "$steps" --points ${points[@]} \
-    --set data.source="$lego" "${LEGO_800[@]}" train.precision=${PRECISION:-bf16} train.compile=${COMPILE:-true} \
-    model.fast.hash_kernel=${KERNEL:-torch} \
+    --set data.source="$lego" "${LEGO_800[@]}" train.precision=${PRECISION:-auto} train.compile=${COMPILE:-false} \
+    model.fast.hash_kernel=${KERNEL:-auto} \
     --out "$out/quality_lego800" || echo "full failed"
   ;;
 speed800)
@@ -81,13 +86,12 @@ profile)
 all)
   # 1. The CUDA tests (tests/test_devices.py), with pytest installed from .gpu_wheels where
   #    the machine lacks it (pip download -d .gpu_wheels pytest, and carry .gpu_wheels).
-  # 2. fast's full-size step speed, eager float32 with the PyTorch and with the Triton hash
-  #    kernels: the faster trains the full-size run, its schedule sized to FULL_SECONDS at
-  #    that speed. (bf16 + compile is left to `speed800`: compiling costs ~15 s of a 5-minute
-  #    budget and a minute of this call, and fast ran slower in bf16 on the embedded sample.)
-  # 3. PSNR within 2, 5 and 10 s on the embedded sample, default params but that hash kernel.
+  # 2. fast's full-size step speed with the defaults (train.precision auto = TF32 matmuls,
+  #    model.fast.hash_kernel auto = Triton) after 300 warm-up steps, which sizes the
+  #    full-size schedule to FULL_SECONDS (x0.85: later steps carry more rays and run slower).
+  # 3. PSNR within 2, 5 and 10 s on the embedded sample with the defaults.
   # 4. The full-size run, PSNR at 1/5, 2/5, 3/5 and all of FULL_SECONDS.
-  # 5. In the time left: every kind's speed with the defaults, and profiles of seed and fast.
+  # 5. In the time left: every kind's speed with the defaults, fast with either hash kernel.
   # The device tool brings back at most 8 files from OUT, so each step's files are appended
   # to OUT/all.tar as soon as the step ends (what a timeout cuts off loses only its step).
   lego=${3:-.lego/lego}
@@ -103,39 +107,63 @@ all)
     > "$res/test_devices.txt" 2>&1; echo "test_devices: exit $?" | tee -a "$res/test_devices.txt"
   keep test_devices.txt
   echo "[$((SECONDS - started)) s] tests done"
-  best=0; variant="fp32 false torch"
-  for v in "fp32 false torch" "fp32 false triton"; do
-    set -- $v
-    $py -m bench.speed --devices $device --kinds fast --steps 20 --warmup 10 \
-      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
-      --out "$res/speed800_$1_compile-$2_$3.csv" || echo "speed800 $v failed"
-    rate=$($py -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['steps_per_s'])" \
-      "$res/speed800_$1_compile-$2_$3.csv" 2>/dev/null || echo 0)
-    if $py -c "import sys; sys.exit(not float(sys.argv[1]) > float(sys.argv[2]))" "$rate" "$best"; then
-      best=$rate; variant=$v
-    fi
-    keep "speed800_$1_compile-$2_$3.csv"
-  done
-  set -- $variant
-  steps=$($py -c "import sys; print(max(int(float(sys.argv[1]) * float(sys.argv[2]) * 0.95), 100))" "$best" "$seconds")
-  echo "[$((SECONDS - started)) s] full size: $variant at $best steps/s -> a $steps-step schedule" | tee "$res/choice.txt"
+  $py -m bench.speed --devices $device --kinds fast --steps 64 --warmup ${ALL_WARMUP:-300} \
+    --set data.source="$lego" "${LEGO_800[@]}" --out "$res/speed800_defaults.csv" || echo "speed800 failed"
+  keep speed800_defaults.csv
+  rate=$($py -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['steps_per_s'])" \
+    "$res/speed800_defaults.csv" 2>/dev/null || echo 100)
+  steps=$($py -c "import sys; print(max(int(float(sys.argv[1]) * float(sys.argv[2]) * 0.85), 100))" "$rate" "$seconds")
+  echo "[$((SECONDS - started)) s] full size: $rate steps/s -> a $steps-step schedule" | tee "$res/choice.txt"
   keep choice.txt
   $py -m bench.quality --devices $device --kinds fast --steps 1500 --points 2 5 10 \
-    --set model.fast.hash_kernel=$3 --out "$res/quality_embedded_10s" || echo "embedded 10 s failed"
+    --out "$res/quality_embedded_10s" || echo "embedded 10 s failed"
   keep quality_embedded_10s.csv quality_embedded_10s.png
   echo "[$((SECONDS - started)) s] embedded done"
   $py -m bench.quality --devices $device --kinds fast --steps "$steps" \
     --points $((seconds / 5)) $((seconds * 2 / 5)) $((seconds * 3 / 5)) $seconds \
-    --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
-    --out "$res/quality_lego800" || echo "full failed"
+    --set data.source="$lego" "${LEGO_800[@]}" --out "$res/quality_lego800" || echo "full failed"
   keep quality_lego800.csv quality_lego800.png
   echo "[$((SECONDS - started)) s] full size done"
   $py -m bench.speed --devices $device --kinds fast nerf seed --steps 30 --warmup 15 \
     --out "$res/speed_defaults.csv" || echo "speed failed"
   keep speed_defaults.csv
-  $py -m bench.profile --device $device --kinds seed fast --out "$res" || echo "profile failed"
-  keep "profile_seed_$device.txt" "profile_fast_$device.txt"
+  $py -m bench.speed --devices $device --kinds fast --steps 30 --warmup 15 --set model.fast.hash_kernel=torch \
+    --out "$res/speed_fast_torch_kernel.csv" || echo "speed failed"
+  keep speed_fast_torch_kernel.csv
   echo "[$((SECONDS - started)) s] all done"
+  ;;
+tune)
+  # What limits fast at full size once the occupancy grid has pruned (300 warm-up steps):
+  # each variant's step speed (TF32: TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 lets cuBLAS run float32
+  # matmuls on tensor cores), a profile, then PSNR at 30 and 60 s of the 5-minute schedule
+  # for two grid variants against the run of `all`. Results appended to OUT/tune.tar.
+  lego=${3:-.lego/lego}
+  res=$(mktemp -d)
+  keep() { (cd "$res" && tar -rf "$out/tune.tar" "$@" 2>/dev/null); }
+  started=$SECONDS
+  for v in "fp32 false triton 0" "fp32 false triton 1" "bf16 false triton 0" "fp32 true triton 1" "bf16 true triton 0"; do
+    set -- $v
+    name="speed800_$1_compile-$2_$3_tf32-$4"
+    TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$4 $py -m bench.speed --devices $device --kinds fast --steps ${TUNE_TIMED:-64} --warmup ${TUNE_WARMUP:-300} \
+      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
+      --out "$res/$name.csv" || echo "$name failed"
+    keep "$name.csv"
+    echo "[$((SECONDS - started)) s] $name"
+  done
+  for tf32 in 0 1; do
+    mkdir -p "$res/profile_tf32-$tf32"
+    TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$tf32 $py -m bench.profile --device $device --kinds fast --warmup ${TUNE_WARMUP:-300} --steps 20 --rows 30 \
+      --set data.source="$lego" "${LEGO_800[@]}" model.fast.hash_kernel=triton --out "$res/profile_tf32-$tf32" || echo "profile failed"
+    keep "profile_tf32-$tf32"
+  done
+  echo "[$((SECONDS - started)) s] profiles done"
+  for v in "max_resolution=4096" "log2_table_size=20"; do
+    $py -m bench.quality --devices $device --kinds fast --steps ${TUNE_STEPS:-29842} --points 30 60 \
+      --set data.source="$lego" "${LEGO_800[@]}" model.fast.hash_kernel=triton model.fast.$v \
+      --out "$res/quality_lego800_${v%%=*}" || echo "quality $v failed"
+    keep "quality_lego800_${v%%=*}.csv"
+    echo "[$((SECONDS - started)) s] quality $v"
+  done
   ;;
 *)
   echo "unknown part $part; $usage" >&2

@@ -48,7 +48,7 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
     rows: list[dict] = []
     arithmetic = precision(params, device, model)
     compiled = params.train.compile
-    kernel = hash_kernel(params, device, model)
+    kernel = hash_kernel(device, model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     print(f"{kind} on {device}: {train_views.n_views} training views of {train_views.width}x"

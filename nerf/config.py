@@ -151,9 +151,10 @@ class FastModelConfig:
     max_rays_per_batch: int = _range(8192, ge=1)
     lr: float = _range(1e-2, gt=0.0)
     lr_final: float = _range(5e-4, gt=0.0)
-    # The hash grid's code on CUDA: torch (plain PyTorch) or triton (fused kernels; needs
-    # the triton package). Other devices always run the PyTorch code.
-    hash_kernel: Literal["torch", "triton"] = "torch"
+    # The hash grid's code on CUDA: torch (plain PyTorch), triton (fused kernels; needs the
+    # triton package) or auto (triton where it is installed). Other devices always run the
+    # PyTorch code.
+    hash_kernel: Literal["auto", "torch", "triton"] = "auto"
 
     def __post_init__(self) -> None:
         if self.max_resolution < self.base_resolution:
@@ -185,10 +186,11 @@ class TrainConfig:
     # Resumable state (model, optimizer, random stream, logs) saved every this many steps
     # and at the end; a killed run resumes from it. 0: never.
     checkpoint_every: int = _range(100, ge=0)
-    # Arithmetic of the training steps' networks. auto: bf16 autocast on CUDA for the kinds it
-    # measured faster for (seed, nerf), float32 otherwise and on the CPU (bit-reproducible);
-    # fp32 | bf16 force it.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Arithmetic of the training steps' networks. auto: on CUDA, bf16 autocast for the kinds it
+    # measured faster for (seed, nerf) and tf32 for fast; float32 on other devices (bit-
+    # reproducible on the CPU). tf32: float32 with CUDA matmuls on TF32 tensor cores (plain
+    # float32 elsewhere); fp32 | tf32 | bf16 force it.
+    precision: Literal["auto", "fp32", "tf32", "bf16"] = "auto"
     # torch.compile the fields' forward passes (dynamic shapes) for training. Off by default:
     # on an H100 it costs ~15 s before the first step and gains 10-25% per step.
     compile: bool = False

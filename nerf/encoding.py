@@ -113,6 +113,14 @@ def triton_runs_on(device: torch.device) -> bool:
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def triton_installed() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class HashGrid(nn.Module):
     """Multiresolution hash encoding (Müller et al. 2022) of points in [-bound, bound]^3.
 
@@ -121,8 +129,9 @@ class HashGrid(nn.Module):
     stored densely (exact trilinear interpolation of a grid); finer levels hash their
     vertices into 2^log2_table_size entries. All levels live in one table, gathered at once.
 
-    ``kernel``: ``torch`` (this module's PyTorch code everywhere) or ``triton`` (the fused
-    kernels of :mod:`nerf.hash_kernel` on CUDA, the PyTorch code on other devices).
+    ``kernel``: ``torch`` (this module's PyTorch code everywhere), ``triton`` (the fused
+    kernels of :mod:`nerf.hash_kernel` on CUDA, the PyTorch code on other devices) or
+    ``auto`` (``triton`` on CUDA where the package is installed, else ``torch``).
     """
 
     def __init__(
@@ -136,11 +145,11 @@ class HashGrid(nn.Module):
         kernel: str = "torch",
     ) -> None:
         super().__init__()
-        if kernel not in ("torch", "triton"):
-            raise ValueError(f"kernel must be torch or triton, got {kernel!r}")
+        if kernel not in ("auto", "torch", "triton"):
+            raise ValueError(f"kernel must be auto, torch or triton, got {kernel!r}")
         self.levels, self.features_per_level, self.bound = levels, features_per_level, bound
         self.kernel = kernel
-        if kernel == "triton":  # imported now, so that a resumable checkpoint's code digest covers it
+        if kernel != "torch":  # imported now, so that a resumable checkpoint's code digest covers it
             with contextlib.suppress(ImportError):  # no triton: the PyTorch path, or an error on CUDA
                 import nerf.hash_kernel  # noqa: F401
         growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
@@ -170,19 +179,23 @@ class HashGrid(nn.Module):
     def out_dim(self) -> int:
         return self.levels * self.features_per_level
 
-    def _fused(self, points: Tensor) -> bool:
-        """Whether to encode ``points`` with the Triton kernels (which give only the table a
-        gradient); under ``TRITON_INTERPRET=1`` on any device, as the CPU tests do."""
-        if self.kernel != "triton" or points.requires_grad:
+    def uses_triton(self, device: torch.device) -> bool:
+        """Whether points on ``device`` are encoded with the Triton kernels: for ``triton`` on
+        CUDA, or anywhere under ``TRITON_INTERPRET=1`` (as the CPU tests do); for ``auto`` on
+        CUDA with the package installed. ``triton`` without the package is a ConfigError."""
+        if self.kernel == "auto":
+            return device.type == "cuda" and triton_installed()
+        if self.kernel == "torch" or not triton_runs_on(device):
             return False
-        if not triton_runs_on(points.device):
-            return False
-        try:
-            import triton  # noqa: F401
-        except ImportError:
+        if not triton_installed():
             raise ConfigError("model.fast.hash_kernel is triton, but the triton package is not installed: "
-                              "pip install triton, or set it to torch") from None
+                              "pip install triton, or set it to auto or torch")
         return True
+
+    def _fused(self, points: Tensor) -> bool:
+        """The Triton kernels give only the table a gradient: points that need one take the
+        PyTorch path."""
+        return not points.requires_grad and self.uses_triton(points.device)
 
     def forward(self, points: Tensor) -> Tensor:
         """points: (n, 3) world coordinates -> features (n, levels * features_per_level)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -135,11 +136,18 @@ class FastModel(_Scene):
         self.occupancy = OccupancyGrid(
             config.grid_resolution, config.bound, config.grid_threshold, config.steps_per_diagonal
         )
-        # Running mean of samples per ray, to size the next batch (a buffer: it is checkpointed).
+        # Running mean of samples per ray, to size the next batch (a buffer: it is checkpointed),
+        # and its host copy, kept in step in float32 so that reading it never waits for the GPU.
         self.register_buffer("samples_per_ray", torch.tensor(float(config.steps_per_diagonal)))
+        self._samples_per_ray = np.float32(config.steps_per_diagonal)
+        self.register_load_state_dict_post_hook(FastModel._reload_samples_per_ray)
+
+    @staticmethod
+    def _reload_samples_per_ray(module: FastModel, incompatible_keys: object) -> None:
+        module._samples_per_ray = np.float32(module.samples_per_ray.item())
 
     def rays_per_batch(self) -> int:
-        estimate = self.config.samples_per_batch / max(float(self.samples_per_ray), 1.0)
+        estimate = self.config.samples_per_batch / max(float(self._samples_per_ray), 1.0)
         return int(min(max(estimate, 64), self.config.max_rays_per_batch))
 
     def before_step(self, step: int, generator: torch.Generator | None = None) -> None:
@@ -153,10 +161,12 @@ class FastModel(_Scene):
         directions = rays.directions[samples.ray_indices]
         rgb, sigma = self.field(origins + directions * t_mid[:, None], directions)
         deltas = (samples.t_ends - samples.t_starts) * directions.norm(dim=-1)
-        weights = weights_packed(sigma.float(), deltas, samples.ray_indices, len(rays))
+        weights = weights_packed(sigma.float(), deltas, samples.ray_indices)
         if randomized:
             count = samples.ray_indices.shape[0] / max(len(rays), 1)
-            self.samples_per_ray.mul_(0.9).add_(0.1 * count)
+            # The buffer's own float32 arithmetic (mul_(0.9).add_(0.1 * count)), on the host.
+            self._samples_per_ray = self._samples_per_ray * np.float32(0.9) + np.float32(0.1 * count)
+            self.samples_per_ray.fill_(float(self._samples_per_ray))
         return composite_packed(weights, rgb.float(), t_mid, samples.ray_indices, len(rays), self.background)
 
 

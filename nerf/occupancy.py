@@ -76,8 +76,9 @@ class OccupancyGrid(nn.Module):
         sigma = torch.cat([density_fn(points[i : i + chunk]).float() for i in range(0, len(points), chunk)])
         previous = self.density.reshape(-1)
         self.density.copy_(torch.maximum(previous * decay, sigma).reshape(r, r, r))
-        # Early on, when the field is dim everywhere, the mean keeps the denser half marched.
-        threshold = min(self.sigma_threshold, float(self.density.mean()))
+        # Early on, when the field is dim everywhere, the mean keeps the denser half marched
+        # (a tensor, so that the GPU need not wait for the host).
+        threshold = self.density.mean().clamp(max=self.sigma_threshold)
         occupied = (self.density > threshold).float()[None, None]
         self.occupied.copy_(F.max_pool3d(occupied, 3, stride=1, padding=1)[0, 0] > 0)
 

@@ -46,7 +46,7 @@ def composite_dense(
     return RenderOutput(rgb, depth, opacity)
 
 
-def weights_packed(sigmas: Tensor, deltas: Tensor, ray_indices: Tensor, n_rays: int) -> Tensor:
+def weights_packed(sigmas: Tensor, deltas: Tensor, ray_indices: Tensor) -> Tensor:
     """weights: (n_samples,) for packed samples.
 
     sigmas, deltas: (n_samples,); ray_indices: (n_samples,) int64, non-decreasing (samples
@@ -57,9 +57,9 @@ def weights_packed(sigmas: Tensor, deltas: Tensor, ray_indices: Tensor, n_rays: 
     # first sample; float64 keeps that difference of large sums exact.
     tau64 = tau.double() if tau.device.type != "mps" else tau  # MPS has no float64
     exclusive = torch.cumsum(tau64, dim=0) - tau64
-    counts = torch.bincount(ray_indices, minlength=n_rays)
-    first = torch.cumsum(counts, dim=0) - counts  # index of each ray's first sample
-    before = (exclusive - exclusive[first[ray_indices]]).to(tau.dtype)
+    # Index of each sample's ray's first sample (sorted indices: no host sync, unlike bincount).
+    first = torch.searchsorted(ray_indices, ray_indices, side="left")
+    before = (exclusive - exclusive[first]).to(tau.dtype)
     return (1.0 - torch.exp(-tau)) * torch.exp(-before.clamp(min=0.0))
 
 

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +45,36 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def uses_bf16(precision: str, device: torch.device, model: Model) -> bool:
-    """Whether training runs under bf16 autocast (``train.precision``); auto: on CUDA, for
-    the kinds whose steps it makes faster (``model.bf16_on_cuda``)."""
+Arithmetic = Literal["fp32", "tf32", "bf16"]
+
+
+def arithmetic(precision: str, device: torch.device, model: Model) -> Arithmetic:
+    """What ``train.precision`` runs on ``device``: bf16 autocast, float32 with the matmuls on
+    TF32 tensor cores (CUDA only), or plain float32. auto: bf16 on CUDA for the kinds whose
+    steps it makes faster (``model.bf16_on_cuda``), TF32 for the others there, float32 on
+    other devices (bit-reproducible on the CPU)."""
     if precision == "auto":
-        return device.type == "cuda" and model.bf16_on_cuda and torch.cuda.is_bf16_supported()
-    return precision == "bf16"
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if model.bf16_on_cuda and torch.cuda.is_bf16_supported() else "tf32"
+    if precision == "tf32":
+        return "tf32" if device.type == "cuda" else "fp32"
+    return "bf16" if precision == "bf16" else "fp32"
+
+
+@contextlib.contextmanager
+def tf32_matmuls(enabled: bool) -> Iterator[None]:
+    """CUDA float32 matmuls on TF32 tensor cores (10-bit mantissa products, float32 sums)
+    for the enclosed work, then the previous setting again."""
+    if not enabled:
+        yield
+        return
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 @contextlib.contextmanager
@@ -199,7 +223,7 @@ class _Loop:
         # One fused kernel for all parameters on CUDA; the CPU keeps its reference arithmetic.
         fused = {"fused": True} if device.type == "cuda" else {}
         self.optimizer = torch.optim.Adam(model.parameters(), lr=self.lr0, **model.adam_options, **fused)
-        self.bf16 = uses_bf16(config.precision, device, model)
+        self.arithmetic = arithmetic(config.precision, device, model)
         if config.compile:
             for field in model.fields():
                 field.compile(dynamic=True)  # in place: the state dict keeps its keys
@@ -251,7 +275,8 @@ class _Loop:
         self.model.train()
         for step in bar:
             started = time.perf_counter()
-            self.train_step(step)
+            with tf32_matmuls(self.arithmetic == "tf32"):  # the step and any grid update
+                self.train_step(step)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.seconds += time.perf_counter() - started
@@ -293,7 +318,7 @@ class _Loop:
             index = torch.arange(view * per_view, (view + 1) * per_view, device=self.device)
         else:
             index = torch.randint(self.n_views * per_view, (n_rays,), device=self.device, generator=generator)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.arithmetic == "bf16"):
             out = model.render_rays(data.rays[index], randomized=True, generator=generator)
         alpha = new = None
         if self.config.random_background and data.alpha is not None:

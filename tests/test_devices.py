@@ -18,7 +18,7 @@ from nerf.config import FastModelConfig, ModelConfig, SeedModelConfig, TrainConf
 from nerf.models import build_model
 from nerf.rays import image_rays
 from nerf.scene import load_scene
-from nerf.training import evaluate_views, train, uses_bf16
+from nerf.training import arithmetic, evaluate_views, train
 from nerf.views import Views
 
 DEVICE = torch.device(os.environ.get("NERF_TEST_DEVICE", "cuda"))
@@ -81,9 +81,16 @@ def test_training_on_the_device_learns_with_the_default_precision(kind, crops) -
     model = model_on(kind, DEVICE)
     before = evaluate_views(model, seen, 4096, DEVICE)
     config = TrainConfig(steps=150, val_every=10**9, device=DEVICE.type, seed=0)
+    matmuls: set[str] = set()  # the float32 matmul precision whenever a field ran in training
+    for field in model.fields():
+        field.register_forward_hook(lambda *_: matmuls.add(torch.get_float32_matmul_precision()))
     summary = train(model, train_views, None, config, DEVICE, progress=False)
     after = evaluate_views(model, seen, 4096, DEVICE)
-    assert uses_bf16(config.precision, DEVICE, model) == (DEVICE.type == "cuda" and kind == "seed")
+    cuda = DEVICE.type == "cuda"
+    expected = {"seed": "bf16" if cuda else "fp32", "fast": "tf32" if cuda else "fp32"}[kind]
+    assert arithmetic(config.precision, DEVICE, model) == expected
+    assert matmuls == {"high" if expected == "tf32" else "highest"}
+    assert torch.get_float32_matmul_precision() == "highest"  # restored after training
     assert np.isfinite(summary.loss) and after > before + 3.0, (before, after)
     assert all(p.device.type == DEVICE.type for p in model.parameters())
 

@@ -91,6 +91,20 @@ def test_points_that_need_a_gradient_keep_the_pytorch_path() -> None:
     assert points.grad is not None and torch.count_nonzero(points.grad) > 0
 
 
+def test_auto_uses_the_kernels_on_cuda_only_and_only_where_triton_is_installed(monkeypatch) -> None:
+    # uses_triton only inspects the device type: CUDA is asked about without touching a GPU.
+    grid = make_grid()
+    grid.kernel = "auto"
+    assert grid.uses_triton(torch.device("cuda"))
+    assert not grid.uses_triton(torch.device("cpu"))  # not even under TRITON_INTERPRET=1
+    grid.kernel = "triton"
+    assert grid.uses_triton(torch.device("cuda"))
+    assert grid.uses_triton(torch.device("cpu")) == (os.environ.get("TRITON_INTERPRET") == "1")
+    monkeypatch.setitem(sys.modules, "triton", None)  # import triton now raises ImportError
+    grid.kernel = "auto"
+    assert not grid.uses_triton(torch.device("cuda"))  # falls back to the PyTorch code, no error
+
+
 def test_a_missing_triton_package_is_a_clear_error(monkeypatch) -> None:
     grid = make_grid().to(DEVICE)
     grid.kernel = "triton"

@@ -76,7 +76,7 @@ BG = torch.tensor([0.3, 0.6, 0.9])
 def test_packed_equals_dense_when_every_ray_has_the_same_count() -> None:
     n_rays, s = 6, 5
     sigmas, deltas, rgbs, t, idx = _random_samples([s] * n_rays)
-    w_packed = weights_packed(sigmas, deltas, idx, n_rays)
+    w_packed = weights_packed(sigmas, deltas, idx)
     w_dense = weights_dense(sigmas.reshape(n_rays, s), deltas.reshape(n_rays, s))
     assert torch.allclose(w_packed, w_dense.reshape(-1), atol=1e-6)
     packed = composite_packed(w_packed, rgbs, t, idx, n_rays, BG)
@@ -89,7 +89,7 @@ def test_packed_equals_dense_when_every_ray_has_the_same_count() -> None:
 def test_packed_equals_per_ray_dense_with_ragged_and_empty_rays(counts) -> None:
     sigmas, deltas, rgbs, t, idx = _random_samples(counts, seed=len(counts))
     n_rays = len(counts)
-    w = weights_packed(sigmas, deltas, idx, n_rays)
+    w = weights_packed(sigmas, deltas, idx)
     out = composite_packed(w, rgbs, t, idx, n_rays, BG)
     start = 0
     for ray, c in enumerate(counts):
@@ -110,7 +110,7 @@ def test_packed_equals_per_ray_dense_with_ragged_and_empty_rays(counts) -> None:
 def test_packed_with_no_samples_at_all_is_all_background() -> None:
     empty = torch.zeros(0)
     idx = torch.zeros(0, dtype=torch.int64)
-    w = weights_packed(empty, empty, idx, 3)
+    w = weights_packed(empty, empty, idx)
     out = composite_packed(w, torch.zeros(0, 3), empty, idx, 3, BG)
     assert torch.equal(out.opacity, torch.zeros(3))
     assert torch.equal(out.rgb, BG.expand(3, 3))
@@ -122,7 +122,7 @@ def test_packed_is_exact_after_a_ray_of_huge_optical_depth() -> None:
     sigmas = torch.cat([torch.full((100,), 100.0), torch.tensor([0.1, 0.2, 0.3])])
     deltas = torch.cat([torch.ones(100), torch.full((3,), 0.1)])
     idx = torch.cat([torch.zeros(100, dtype=torch.int64), torch.ones(3, dtype=torch.int64)])
-    w = weights_packed(sigmas, deltas, idx, 2)
+    w = weights_packed(sigmas, deltas, idx)
     ref = weights_dense(sigmas[None, 100:], deltas[None, 100:])[0]
     assert torch.allclose(w[100:], ref, rtol=1e-5, atol=1e-9)
     assert float(w[0]) == pytest.approx(1.0)
@@ -137,7 +137,7 @@ def test_gradients_flow_through_packed_route_and_match_dense() -> None:
         sig = sigmas.clone().requires_grad_(True)
         col = rgbs.clone().requires_grad_(True)
         if packed:
-            out = composite_packed(weights_packed(sig, deltas, idx, n_rays), col, t, idx, n_rays, BG)
+            out = composite_packed(weights_packed(sig, deltas, idx), col, t, idx, n_rays, BG)
         else:
             w = weights_dense(sig.reshape(n_rays, s), deltas.reshape(n_rays, s))
             out = composite_dense(w, col.reshape(n_rays, s, 3), t.reshape(n_rays, s), BG)

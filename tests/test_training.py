@@ -21,15 +21,16 @@ from nerf.scene import Scene
 from nerf.split import split_scene
 from nerf.training import (
     Target,
+    arithmetic,
     colour_loss,
     evaluate_views,
     learning_rate,
     load_checkpoint,
     pick_device,
     save_checkpoint,
+    tf32_matmuls,
     train,
     training_rays,
-    uses_bf16,
 )
 from nerf.views import Views
 
@@ -215,14 +216,36 @@ def test_bf16_autocast_runs_the_networks_in_bf16_and_still_learns(crops) -> None
     assert math.isfinite(summary.loss) and after > before + 5.0, (before, after)
 
 
-def test_precision_auto_is_float32_on_the_cpu_and_for_fast_on_cuda() -> None:
+def test_precision_auto_is_float32_on_the_cpu_bf16_for_seed_and_tf32_for_fast_on_cuda() -> None:
     seed = build_model(ModelConfig(kind="seed"), NEAR, FAR, torch.zeros(3))
     fast, _ = fast_model()
-    assert not uses_bf16("auto", CPU, seed) and not uses_bf16("auto", CPU, fast)
-    assert not uses_bf16("auto", torch.device("cuda"), fast)  # measured slower there
-    assert uses_bf16("bf16", CPU, fast) and not uses_bf16("fp32", torch.device("cuda"), seed)
+    cuda = torch.device("cuda")
+    assert arithmetic("auto", CPU, seed) == arithmetic("auto", CPU, fast) == "fp32"
+    assert arithmetic("auto", cuda, fast) == "tf32"  # bf16 measured slower there
+    assert arithmetic("tf32", CPU, fast) == "fp32"  # TF32 is a CUDA tensor-core format
+    assert arithmetic("tf32", cuda, seed) == "tf32" and arithmetic("fp32", cuda, fast) == "fp32"
+    assert arithmetic("bf16", CPU, fast) == "bf16" and arithmetic("fp32", cuda, seed) == "fp32"
     if torch.cuda.is_available():
-        assert uses_bf16("auto", torch.device("cuda"), seed) == torch.cuda.is_bf16_supported()
+        assert arithmetic("auto", cuda, seed) == ("bf16" if torch.cuda.is_bf16_supported() else "tf32")
+
+
+def test_tf32_matmuls_sets_the_matmul_precision_for_its_block_only() -> None:
+    assert torch.get_float32_matmul_precision() == "highest"
+    with tf32_matmuls(False):
+        assert torch.get_float32_matmul_precision() == "highest"
+    with pytest.raises(RuntimeError, match="inside"), tf32_matmuls(True):
+        assert torch.get_float32_matmul_precision() == "high"
+        raise RuntimeError("inside")
+    assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_tf32_precision_leaves_cpu_matmuls_in_full_float32(crops) -> None:
+    # The CPU has no TF32: asking for it must not change a CPU run (reproducible metrics).
+    model, _ = fast_model()
+    seen: set[str] = set()
+    model.field.density_net.register_forward_hook(lambda *_: seen.add(torch.get_float32_matmul_precision()))
+    train(model, crops, None, dataclasses.replace(train_config(20), precision="tf32"), CPU, progress=False)
+    assert seen == {"highest"}
 
 
 def test_compiled_fields_train_like_eager_ones(crops) -> None:
