@@ -5,7 +5,7 @@
 #   bash bench/gpu.sh all      OUT [LEGO]   # the issue's targets in one call of ~8 min,
 #                                           # most needed first (see below)
 #   bash bench/gpu.sh speed    OUT   # steps/s, rays/s, samples/s, peak memory: every kind,
-#                                    # fp32 / bf16 autocast / bf16 + torch.compile
+#                                    # fp32 / tf32 / bf16 autocast / bf16 + torch.compile
 #   bash bench/gpu.sh embedded OUT   # PSNR at 2..60 s of training on the embedded sample split
 #   bash bench/gpu.sh full     OUT [LEGO] [STEPS] [POINTS...]
 #                                    # 800x800 Blender lego, 1 view in 8 held out
@@ -14,9 +14,9 @@
 #                                    # (precision, compile, hash kernel)
 #   bash bench/gpu.sh profile  OUT   # top kernels of seed and fast steps
 #   bash bench/gpu.sh tune     OUT [LEGO]   # full size, after the occupancy grid has pruned:
-#                                    # step speed per variant (precision, compile, TF32 matmuls),
-#                                    # a profile, and PSNR at 30/60 s of the 5-min schedule for
-#                                    # other grid resolutions (TUNE_STEPS, default 29842)
+#                                    # step speed per arithmetic and compile, a profile, and
+#                                    # PSNR at 30/60 s of the 5-min schedule per override in
+#                                    # TUNE_VARIANTS (default: 2^19 and 2^21 tables)
 #
 # LEGO is a Blender folder (default .lego/lego: a copy of ../shared/data/nerf_synthetic/lego
 # that travels with the working tree). CSVs, PNG plots and logs go to OUT (for `all`, into
@@ -46,7 +46,7 @@ LEGO_800=(split.strategy=every_nth split.every_nth=8 split.image_size=null split
 
 case $part in
 speed)
-  for variant in "fp32 false" "bf16 false" "bf16 true"; do
+  for variant in "fp32 false" "tf32 false" "bf16 false" "bf16 true"; do
     set -- $variant
     $py -m bench.speed --devices $device --kinds seed nerf fast --steps 30 --warmup 15 \
       --set train.precision=$1 train.compile=$2 --out "$out/speed_$1_compile-$2.csv" || echo "speed $variant failed"
@@ -73,7 +73,7 @@ full)
   ;;
 speed800)
   lego=${3:-.lego/lego}
-  for variant in "fp32 false torch" "fp32 false triton" "bf16 false torch" "bf16 true torch" "bf16 true triton"; do
+  for variant in "tf32 false torch" "tf32 false triton" "fp32 false triton" "bf16 false triton" "tf32 true triton"; do
     set -- $variant
     $py -m bench.speed --devices $device --kinds fast --steps 30 --warmup 15 \
       --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
@@ -133,35 +133,34 @@ all)
   echo "[$((SECONDS - started)) s] all done"
   ;;
 tune)
-  # What limits fast at full size once the occupancy grid has pruned (300 warm-up steps):
-  # each variant's step speed (TF32: TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 lets cuBLAS run float32
-  # matmuls on tensor cores), a profile, then PSNR at 30 and 60 s of the 5-minute schedule
-  # for two grid variants against the run of `all`. Results appended to OUT/tune.tar.
+  # What limits fast at full size once the occupancy grid has pruned (TUNE_WARMUP steps,
+  # default 300): each arithmetic's step speed (train.precision fp32 / tf32 / bf16, eager and
+  # compiled), a profile with the defaults, then PSNR at 30 and 60 s of a 5-minute schedule
+  # (TUNE_STEPS, default 29842) for each override in TUNE_VARIANTS against the full-size
+  # settings. Results appended to OUT/tune.tar.
   lego=${3:-.lego/lego}
   res=$(mktemp -d)
   keep() { (cd "$res" && tar -rf "$out/tune.tar" "$@" 2>/dev/null); }
   started=$SECONDS
-  for v in "fp32 false triton 0" "fp32 false triton 1" "bf16 false triton 0" "fp32 true triton 1" "bf16 true triton 0"; do
+  for v in "fp32 false" "tf32 false" "bf16 false" "tf32 true" "bf16 true"; do
     set -- $v
-    name="speed800_$1_compile-$2_$3_tf32-$4"
-    TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$4 $py -m bench.speed --devices $device --kinds fast --steps ${TUNE_TIMED:-64} --warmup ${TUNE_WARMUP:-300} \
-      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
+    name="speed800_$1_compile-$2"
+    $py -m bench.speed --devices $device --kinds fast --steps ${TUNE_TIMED:-64} --warmup ${TUNE_WARMUP:-300} \
+      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 \
       --out "$res/$name.csv" || echo "$name failed"
     keep "$name.csv"
     echo "[$((SECONDS - started)) s] $name"
   done
-  for tf32 in 0 1; do
-    mkdir -p "$res/profile_tf32-$tf32"
-    TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=$tf32 $py -m bench.profile --device $device --kinds fast --warmup ${TUNE_WARMUP:-300} --steps 20 --rows 30 \
-      --set data.source="$lego" "${LEGO_800[@]}" model.fast.hash_kernel=triton --out "$res/profile_tf32-$tf32" || echo "profile failed"
-    keep "profile_tf32-$tf32"
-  done
-  echo "[$((SECONDS - started)) s] profiles done"
-  for v in "max_resolution=4096" "log2_table_size=20"; do
+  $py -m bench.profile --device $device --kinds fast --warmup ${TUNE_WARMUP:-300} --steps 20 --rows 30 \
+    --set data.source="$lego" "${LEGO_800[@]}" --out "$res" || echo "profile failed"
+  keep "profile_fast_$device.txt"
+  echo "[$((SECONDS - started)) s] profile done"
+  read -r -a variants <<< "${TUNE_VARIANTS:-model.fast.log2_table_size=19 model.fast.log2_table_size=21}"
+  for v in "${variants[@]}"; do
+    name="quality_lego800_$(echo "$v" | tr -c 'A-Za-z0-9_\n' '_')"
     $py -m bench.quality --devices $device --kinds fast --steps ${TUNE_STEPS:-29842} --points 30 60 \
-      --set data.source="$lego" "${LEGO_800[@]}" model.fast.hash_kernel=triton model.fast.$v \
-      --out "$res/quality_lego800_${v%%=*}" || echo "quality $v failed"
-    keep "quality_lego800_${v%%=*}.csv"
+      --set data.source="$lego" "${LEGO_800[@]}" "$v" --out "$res/$name" || echo "quality $v failed"
+    keep "$name.csv"
     echo "[$((SECONDS - started)) s] quality $v"
   done
   ;;
