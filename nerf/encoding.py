@@ -149,7 +149,9 @@ class HashGrid(nn.Module):
             raise ValueError(f"kernel must be auto, torch or triton, got {kernel!r}")
         self.levels, self.features_per_level, self.bound = levels, features_per_level, bound
         self.kernel = kernel
-        if kernel != "torch":  # imported now, so that a resumable checkpoint's code digest covers it
+        # Imported now, so that a resumable checkpoint's code digest covers the kernels; auto
+        # runs them only on CUDA, so a machine without it skips the import (~1 s).
+        if kernel == "triton" or (kernel == "auto" and torch.cuda.is_available()):
             with contextlib.suppress(ImportError):  # no triton: the PyTorch path, or an error on CUDA
                 import nerf.hash_kernel  # noqa: F401
         growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
