@@ -10,13 +10,11 @@
 #   bash bench/gpu.sh full     OUT [LEGO] [STEPS] [POINTS...]
 #                                    # 800x800 Blender lego, 1 view in 8 held out
 #                                    # (PRECISION=auto COMPILE=false KERNEL=auto unless set)
-#   bash bench/gpu.sh speed800 OUT [LEGO]   # fast's step speed at that size, per variant
-#                                    # (precision, compile, hash kernel)
 #   bash bench/gpu.sh profile  OUT   # top kernels of seed and fast steps
 #   bash bench/gpu.sh tune     OUT [LEGO]   # full size, after the occupancy grid has pruned:
-#                                    # step speed per arithmetic and compile, a profile, and
-#                                    # PSNR at 30/60 s of the 5-min schedule per override in
-#                                    # TUNE_VARIANTS (default: 2^19 and 2^21 tables)
+#                                    # step speed per arithmetic, compile and hash kernel, a
+#                                    # profile, and PSNR at 30/60 s of the 5-min schedule per
+#                                    # override in TUNE_VARIANTS (default: 2^19, 2^21 tables)
 #
 # LEGO is a Blender folder (default .lego/lego: a copy of ../shared/data/nerf_synthetic/lego
 # that travels with the working tree). CSVs, PNG plots and logs go to OUT (for `all`, into
@@ -25,7 +23,7 @@
 # full-size training budget, default 300), EXTRA_SET (more KEY=VALUE overrides for every
 # full-size run, e.g. split.image_size=100 for a quick dry run).
 set -uo pipefail
-usage="usage: bash bench/gpu.sh all|speed|embedded|full|speed800|profile|tune OUT"
+usage="usage: bash bench/gpu.sh all|speed|embedded|full|profile|tune OUT"
 part=${1:?$usage}
 out=${2:?$usage}
 mkdir -p "$out"
@@ -70,15 +68,6 @@ full)
     --set data.source="$lego" "${LEGO_800[@]}" train.precision=${PRECISION:-auto} train.compile=${COMPILE:-false} \
     model.fast.hash_kernel=${KERNEL:-auto} \
     --out "$out/quality_lego800" || echo "full failed"
-  ;;
-speed800)
-  lego=${3:-.lego/lego}
-  for variant in "tf32 false torch" "tf32 false triton" "fp32 false triton" "bf16 false triton" "tf32 true triton"; do
-    set -- $variant
-    $py -m bench.speed --devices $device --kinds fast --steps 30 --warmup 15 \
-      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
-      --out "$out/speed800_$1_compile-$2_$3.csv" || echo "speed800 $variant failed"
-  done
   ;;
 profile)
   $py -m bench.profile --device $device --kinds seed fast --out "$out" || echo "profile failed"
@@ -134,19 +123,20 @@ all)
   ;;
 tune)
   # What limits fast at full size once the occupancy grid has pruned (TUNE_WARMUP steps,
-  # default 300): each arithmetic's step speed (train.precision fp32 / tf32 / bf16, eager and
-  # compiled), a profile with the defaults, then PSNR at 30 and 60 s of a 5-minute schedule
-  # (TUNE_STEPS, default 29842) for each override in TUNE_VARIANTS against the full-size
-  # settings. Results appended to OUT/tune.tar.
+  # default 300): step speed per arithmetic (train.precision fp32 / tf32 / bf16, eager and
+  # compiled) and hash kernel, a profile with the defaults, then PSNR at 30 and 60 s of a
+  # 5-minute schedule (TUNE_STEPS, default 29842) for each override in TUNE_VARIANTS against
+  # the full-size settings. Results appended to OUT/tune.tar.
   lego=${3:-.lego/lego}
   res=$(mktemp -d)
   keep() { (cd "$res" && tar -rf "$out/tune.tar" "$@" 2>/dev/null); }
   started=$SECONDS
-  for v in "fp32 false" "tf32 false" "bf16 false" "tf32 true" "bf16 true"; do
+  for v in "fp32 false triton" "tf32 false triton" "tf32 false torch" "bf16 false triton" "tf32 true triton" \
+           "bf16 true triton"; do
     set -- $v
-    name="speed800_$1_compile-$2"
+    name="speed800_$1_compile-$2_$3"
     $py -m bench.speed --devices $device --kinds fast --steps ${TUNE_TIMED:-64} --warmup ${TUNE_WARMUP:-300} \
-      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 \
+      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
       --out "$res/$name.csv" || echo "$name failed"
     keep "$name.csv"
     echo "[$((SECONDS - started)) s] $name"
