@@ -155,6 +155,10 @@ class FastModelConfig:
     # triton package) or auto (triton where it is installed). Other devices always run the
     # PyTorch code.
     hash_kernel: Literal["auto", "torch", "triton"] = "auto"
+    # The same choice for the occupancy-grid march (nerf.march_kernel) and for the volume
+    # rendering of the packed samples (nerf.render_kernel).
+    march_kernel: Literal["auto", "torch", "triton"] = "auto"
+    render_kernel: Literal["auto", "torch", "triton"] = "auto"
 
     def __post_init__(self) -> None:
         if self.max_resolution < self.base_resolution:

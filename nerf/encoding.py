@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nerf.errors import ConfigError
+from nerf.kernels import check_choice, import_if_used, uses_triton
 
 
 def fourier_encode(x: Tensor, n_frequencies: int, scale: float = 1.0) -> Tensor:
@@ -33,35 +31,65 @@ def fourier_dim(in_dim: int, n_frequencies: int) -> int:
     return in_dim * (2 * n_frequencies + 1)
 
 
-def spherical_harmonics(directions: Tensor, degree: int) -> Tensor:
-    """Real spherical harmonics of unit ``directions`` (..., 3) -> (..., degree ** 2).
+# Real spherical harmonics up to 4 bands (instant-NGP's "degree" 4) as polynomials in the
+# unit direction's (x, y, z): per output, (coefficient, monomial) pairs, each monomial a
+# string of axes ("" is 1, "yy" is y^2).
+_SH_TERMS: tuple[tuple[tuple[float, str], ...], ...] = (
+    ((0.28209479177387814, ""),),
+    ((-0.48860251190291987, "y"),),
+    ((0.48860251190291987, "z"),),
+    ((-0.48860251190291987, "x"),),
+    ((1.0925484305920792, "xy"),),
+    ((-1.0925484305920792, "yz"),),
+    ((0.94617469575755997, "zz"), (-0.31539156525251999, "")),
+    ((-1.0925484305920792, "xz"),),
+    ((0.54627421529603959, "xx"), (-0.54627421529603959, "yy")),
+    ((3 * 0.59004358992664352, "xxy"), (-0.59004358992664352, "yyy")),
+    ((2.8906114426405538, "xyz"),),
+    ((0.45704579946446572, "y"), (-5 * 0.45704579946446572, "yzz")),
+    ((5 * 0.3731763325901154, "zzz"), (-3 * 0.3731763325901154, "z")),
+    ((0.45704579946446572, "x"), (-5 * 0.45704579946446572, "xzz")),
+    ((1.4453057213202769, "xxz"), (-1.4453057213202769, "yyz")),
+    ((0.59004358992664352, "xxx"), (-3 * 0.59004358992664352, "xyy")),
+)
+
+
+def _sh_matrix(degree: int) -> Tensor:
+    """(64, degree ** 2) float64: row 16 i + 4 j + k holds the coefficients of the monomial
+    m_i m_j m_k, with m = (1, x, y, z); each monomial has one row, the one with i <= j <= k."""
+    matrix = torch.zeros(4, 4, 4, degree**2, dtype=torch.float64)
+    for out, terms in enumerate(_SH_TERMS[: degree**2]):
+        for coefficient, axes in terms:
+            i, j, k = sorted("0xyz".index(a) for a in axes.rjust(3, "0"))
+            matrix[i, j, k, out] += coefficient
+    return matrix.reshape(64, degree**2)
+
+
+class SphericalHarmonics(nn.Module):
+    """Real spherical harmonics of unit directions (n, 3) -> (n, degree ** 2).
 
     ``degree`` counts bands (1..4), as in instant-NGP; the basis is orthonormal on the sphere.
+    Evaluated as the 64 products m_i m_j m_k of m = (1, x, y, z), which hold every monomial of
+    degree <= 3, times a constant float32 coefficient matrix (a buffer): four
+    tensor ops, where term-by-term formulas take about forty (each a kernel launch on a GPU,
+    where fast's training step is bound by launches).
     """
-    x, y, z = directions.unbind(-1)
-    out = [torch.full_like(x, 0.28209479177387814)]
-    if degree > 1:
-        out += [-0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x]
-    if degree > 2:
-        xx, yy, zz = x * x, y * y, z * z
-        out += [
-            1.0925484305920792 * x * y,
-            -1.0925484305920792 * y * z,
-            0.94617469575755997 * zz - 0.31539156525251999,
-            -1.0925484305920792 * x * z,
-            0.54627421529603959 * (xx - yy),
-        ]
-    if degree > 3:
-        out += [
-            0.59004358992664352 * y * (3 * xx - yy),
-            2.8906114426405538 * x * y * z,
-            0.45704579946446572 * y * (1 - 5 * zz),
-            0.3731763325901154 * z * (5 * zz - 3),
-            0.45704579946446572 * x * (1 - 5 * zz),
-            1.4453057213202769 * z * (xx - yy),
-            0.59004358992664352 * x * (xx - 3 * yy),
-        ]
-    return torch.stack(out, dim=-1)
+
+    def __init__(self, degree: int) -> None:
+        super().__init__()
+        if not 1 <= degree <= 4:
+            raise ValueError(f"spherical harmonics degree must be 1..4, got {degree}")
+        self.degree = degree
+        self.register_buffer("coefficients", _sh_matrix(degree).float(), persistent=False)
+
+    @property
+    def out_dim(self) -> int:
+        return self.degree**2
+
+    def forward(self, directions: Tensor) -> Tensor:
+        m = F.pad(directions, (1, 0), value=1.0)  # (n, 4)
+        products = (m[:, :, None, None] * m[:, None, :, None] * m[:, None, None, :]).reshape(-1, 64)
+        return products @ self.coefficients.to(directions.dtype)
 
 
 # Per-axis primes of the spatial hash (Teschner et al., as in instant-NGP), as int32: index
@@ -107,20 +135,6 @@ def interpolate_rows(table: Tensor, rows: Tensor, weights: Tensor) -> Tensor:
     return _InterpolateRows.apply(table, rows, weights)
 
 
-def triton_runs_on(device: torch.device) -> bool:
-    """Whether ``model.fast.hash_kernel: triton`` runs the fused kernels on ``device``: on
-    CUDA, or anywhere under ``TRITON_INTERPRET=1`` (Triton's interpreter, for the CPU tests)."""
-    return device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def triton_installed() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 class HashGrid(nn.Module):
     """Multiresolution hash encoding (Müller et al. 2022) of points in [-bound, bound]^3.
 
@@ -145,15 +159,10 @@ class HashGrid(nn.Module):
         kernel: str = "torch",
     ) -> None:
         super().__init__()
-        if kernel not in ("auto", "torch", "triton"):
-            raise ValueError(f"kernel must be auto, torch or triton, got {kernel!r}")
+        check_choice(kernel)
         self.levels, self.features_per_level, self.bound = levels, features_per_level, bound
         self.kernel = kernel
-        # Imported now, so that a resumable checkpoint's code digest covers the kernels; auto
-        # runs them only on CUDA, so a machine without it skips the import (~1 s).
-        if kernel == "triton" or (kernel == "auto" and torch.cuda.is_available()):
-            with contextlib.suppress(ImportError):  # no triton: the PyTorch path, or an error on CUDA
-                import nerf.hash_kernel  # noqa: F401
+        import_if_used(kernel, "nerf.hash_kernel")
         growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
         table = 2**log2_table_size
         resolutions, sizes, dense = [], [], []
@@ -185,14 +194,7 @@ class HashGrid(nn.Module):
         """Whether points on ``device`` are encoded with the Triton kernels: for ``triton`` on
         CUDA, or anywhere under ``TRITON_INTERPRET=1`` (as the CPU tests do); for ``auto`` on
         CUDA with the package installed. ``triton`` without the package is a ConfigError."""
-        if self.kernel == "auto":
-            return device.type == "cuda" and triton_installed()
-        if self.kernel == "torch" or not triton_runs_on(device):
-            return False
-        if not triton_installed():
-            raise ConfigError("model.fast.hash_kernel is triton, but the triton package is not installed: "
-                              "pip install triton, or set it to auto or torch")
-        return True
+        return uses_triton(self.kernel, device, "model.fast.hash_kernel")
 
     def _fused(self, points: Tensor) -> bool:
         """The Triton kernels give only the table a gradient: points that need one take the

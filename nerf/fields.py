@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nerf.encoding import HashGrid, fourier_dim, fourier_encode, spherical_harmonics
+from nerf.encoding import HashGrid, SphericalHarmonics, fourier_dim, fourier_encode
 
 
 class SkipMLP(nn.Module):
@@ -101,12 +101,12 @@ class FastField(nn.Module):
         self, grid: HashGrid, hidden: int = 64, geo_features: int = 15, sh_degree: int = 4
     ) -> None:
         super().__init__()
-        self.grid, self.sh_degree = grid, sh_degree
+        self.grid, self.sh = grid, SphericalHarmonics(sh_degree)
         self.density_net = nn.Sequential(
             nn.Linear(grid.out_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1 + geo_features)
         )
         self.color_net = nn.Sequential(
-            nn.Linear(geo_features + sh_degree**2, hidden), nn.ReLU(),
+            nn.Linear(geo_features + self.sh.out_dim, hidden), nn.ReLU(),
             nn.Linear(hidden, hidden), nn.ReLU(),
             nn.Linear(hidden, 3),
         )
@@ -119,8 +119,15 @@ class FastField(nn.Module):
         """sigma (n,) at points (n, 3)."""
         return self._density_and_features(points)[0]
 
-    def forward(self, points: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, points: Tensor, directions: Tensor, ray_indices: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """points (n, 3); directions (n, 3), or with ``ray_indices`` (n,) one per ray
+        (n_rays, 3), sample i's being row ray_indices[i]: then the direction encoding is
+        computed once per ray and gathered (the samples of a ray share its direction)."""
         sigma, geo = self._density_and_features(points)
-        sh = spherical_harmonics(F.normalize(directions, dim=-1), self.sh_degree)
+        sh = self.sh(F.normalize(directions, dim=-1))
+        if ray_indices is not None:
+            sh = sh[ray_indices]
         rgb = torch.sigmoid(self.color_net(torch.cat([geo, sh.to(geo.dtype)], dim=-1)))
         return rgb, sigma

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from nerf.config import FastModelConfig, ModelConfig, NerfModelConfig, SeedModelConfig
 from nerf.encoding import HashGrid
 from nerf.fields import FastField, NerfField, SeedField
+from nerf.kernels import check_choice, import_if_used, uses_triton
 from nerf.occupancy import OccupancyGrid
 from nerf.rays import Rays, image_rays
 from nerf.rendering import (
@@ -133,8 +134,11 @@ class FastModel(_Scene):
             config.base_resolution, config.max_resolution, config.bound, config.hash_kernel,
         )
         self.field = FastField(grid, config.hidden, config.geo_features, config.sh_degree)
+        check_choice(config.render_kernel)
+        import_if_used(config.render_kernel, "nerf.render_kernel")
         self.occupancy = OccupancyGrid(
-            config.grid_resolution, config.bound, config.grid_threshold, config.steps_per_diagonal
+            config.grid_resolution, config.bound, config.grid_threshold, config.steps_per_diagonal,
+            config.march_kernel,
         )
         # Running mean of samples per ray, to size the next batch (a buffer: it is checkpointed),
         # and its host copy, kept in step in float32 so that reading it never waits for the GPU.
@@ -159,15 +163,24 @@ class FastModel(_Scene):
         t_mid = 0.5 * (samples.t_starts + samples.t_ends)
         origins = rays.origins[samples.ray_indices]
         directions = rays.directions[samples.ray_indices]
-        rgb, sigma = self.field(origins + directions * t_mid[:, None], directions)
+        rgb, sigma = self.field(origins + directions * t_mid[:, None], rays.directions, samples.ray_indices)
         deltas = (samples.t_ends - samples.t_starts) * directions.norm(dim=-1)
-        weights = weights_packed(sigma.float(), deltas, samples.ray_indices)
         if randomized:
             count = samples.ray_indices.shape[0] / max(len(rays), 1)
             # The buffer's own float32 arithmetic (mul_(0.9).add_(0.1 * count)), on the host.
             self._samples_per_ray = self._samples_per_ray * np.float32(0.9) + np.float32(0.1 * count)
             self.samples_per_ray.fill_(float(self._samples_per_ray))
+        if self.render_uses_triton(rays.origins.device):
+            from nerf.render_kernel import render_packed
+
+            return render_packed(sigma.float(), rgb.float(), deltas, t_mid, samples.ray_indices, len(rays),
+                                 self.background)
+        weights = weights_packed(sigma.float(), deltas, samples.ray_indices)
         return composite_packed(weights, rgb.float(), t_mid, samples.ray_indices, len(rays), self.background)
+
+    def render_uses_triton(self, device: torch.device) -> bool:
+        """Whether samples on ``device`` are composited by the Triton kernels."""
+        return uses_triton(self.config.render_kernel, device, "model.fast.render_kernel")
 
 
 Model = SeedModel | NerfModel | FastModel

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nerf.kernels import check_choice, import_if_used, uses_triton
 from nerf.rays import Rays
 from nerf.sampling import ray_box
 
@@ -31,14 +32,26 @@ class PackedSamples(NamedTuple):
 
 
 class OccupancyGrid(nn.Module):
-    def __init__(self, resolution: int, bound: float, threshold: float, steps_per_diagonal: int) -> None:
+    """``kernel``: the march's code, ``torch`` (this module's PyTorch code everywhere),
+    ``triton`` (the fused kernel of :mod:`nerf.march_kernel` on CUDA) or ``auto`` (``triton``
+    on CUDA where the package is installed)."""
+
+    def __init__(
+        self, resolution: int, bound: float, threshold: float, steps_per_diagonal: int, kernel: str = "torch"
+    ) -> None:
         super().__init__()
-        self.resolution, self.bound, self.threshold = resolution, bound, threshold
+        check_choice(kernel)
+        self.resolution, self.bound, self.threshold, self.kernel = resolution, bound, threshold, kernel
+        import_if_used(kernel, "nerf.march_kernel")
         # March step in world units and the density whose one-step opacity is the threshold.
         self.step_size = 2 * bound * math.sqrt(3) / steps_per_diagonal
         self.sigma_threshold = -math.log(1.0 - threshold) / self.step_size
         self.register_buffer("density", torch.full((resolution,) * 3, -1.0))
         self.register_buffer("occupied", torch.ones((resolution,) * 3, dtype=torch.bool))
+
+    def uses_triton(self, device: torch.device) -> bool:
+        """Whether rays on ``device`` are marched by the Triton kernel."""
+        return uses_triton(self.kernel, device, "model.fast.march_kernel")
 
     @property
     def cell_size(self) -> float:
@@ -46,7 +59,7 @@ class OccupancyGrid(nn.Module):
 
     def cell_index(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Flat cell index (n,) of points (n, 3), and whether each point is inside the cube."""
-        unit = (points + self.bound) / (2 * self.bound)
+        unit = (points + self.bound) * (0.5 / self.bound)  # as nerf.march_kernel computes it
         inside = ((unit >= 0) & (unit < 1)).all(dim=-1)
         cell = (unit * self.resolution).long().clamp(0, self.resolution - 1)
         r = self.resolution
@@ -95,23 +108,29 @@ class OccupancyGrid(nn.Module):
         the cube, kept where the grid is occupied. Depths t are in the rays' own units."""
         origins, directions = rays
         n_rays = origins.shape[0]
-        norms = directions.norm(dim=-1)
-        dt = self.step_size / norms  # (n_rays,) step in t units
+        dt = self.step_size / directions.norm(dim=-1)  # (n_rays,) step in t units
         t_enter, t_exit = ray_box(origins, directions, self.bound)
         t0 = torch.clamp(t_enter, min=near)
         t1 = torch.clamp(t_exit, max=far)
         n_steps = math.ceil(2 * self.bound * math.sqrt(3) / self.step_size) + 1
         offset = (
-            torch.rand((n_rays, 1), device=origins.device, generator=generator)
+            torch.rand(n_rays, device=origins.device, generator=generator)
             if randomized
-            else torch.zeros((n_rays, 1), device=origins.device)
+            else torch.zeros(n_rays, device=origins.device)
         )
-        k = torch.arange(n_steps, device=origins.device, dtype=origins.dtype)
-        t_starts = t0[:, None] + (k[None, :] + offset) * dt[:, None]  # (n_rays, K)
-        t_ends = torch.minimum(t_starts + dt[:, None], t1[:, None])
-        mid = 0.5 * (t_starts + t_ends)
-        valid = t_ends > t_starts
-        points = origins[:, None, :] + directions[:, None, :] * mid[..., None]
-        keep = valid & self.is_occupied(points.reshape(-1, 3)).reshape(n_rays, n_steps)
+        if self.uses_triton(origins.device):
+            from nerf.march_kernel import march_keep
+
+            keep = march_keep(origins, directions, t0, dt, t1, offset, self.occupied, n_steps, self.bound)
+        else:
+            k = torch.arange(n_steps, device=origins.device, dtype=origins.dtype)
+            t_starts = t0[:, None] + (k[None, :] + offset[:, None]) * dt[:, None]  # (n_rays, n_steps)
+            t_ends = torch.minimum(t_starts + dt[:, None], t1[:, None])
+            mid = 0.5 * (t_starts + t_ends)
+            points = origins[:, None, :] + directions[:, None, :] * mid[..., None]
+            keep = (t_ends > t_starts) & self.is_occupied(points.reshape(-1, 3)).reshape(n_rays, n_steps)
         ray_idx, step_idx = keep.nonzero(as_tuple=True)
-        return PackedSamples(ray_idx, t_starts[ray_idx, step_idx], t_ends[ray_idx, step_idx])
+        # The kept steps' depths again, by the same arithmetic, from one gather of the rays'.
+        start, step, end, shift = torch.stack([t0, dt, t1, offset], dim=-1)[ray_idx].unbind(-1)
+        t_starts = start + (step_idx.to(start.dtype) + shift) * step
+        return PackedSamples(ray_idx, t_starts, torch.minimum(t_starts + step, end))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -20,6 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 LEGO = SHARED_DATA / "nerf_synthetic" / "lego"
 sys.path.insert(0, str(REPO))  # the nerf package, also when pytest runs from elsewhere
+
+# Without CUDA, the Triton kernels' tests run them in Triton's interpreter on CPU tensors; the
+# choice is made when a kernel module is first imported, so it is made here, before any test.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # The tests' tensors are tiny: one thread avoids thread start-up and contention costs
 # (measured: 12 ms against up to 0.5 s for a small fast-model step on 2 busy cores).

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nerf.encoding import HashGrid, fourier_dim, fourier_encode, interpolate_rows, spherical_harmonics
+from nerf.encoding import HashGrid, SphericalHarmonics, fourier_dim, fourier_encode, interpolate_rows
 
 # --------------------------------------------------------------------------- Fourier
 
@@ -45,12 +45,12 @@ def _unit_vectors(n: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("degree", [1, 2, 3, 4])
 def test_spherical_harmonics_degree_gives_degree_squared_outputs(degree: int) -> None:
-    assert spherical_harmonics(_unit_vectors(5, 0), degree).shape == (5, degree**2)
+    assert SphericalHarmonics(degree)(_unit_vectors(5, 0)).shape == (5, degree**2)
 
 
 def test_spherical_harmonics_are_orthonormal_on_the_sphere() -> None:
     n = 400_000
-    y = spherical_harmonics(_unit_vectors(n, 1), 4)  # (n, 16)
+    y = SphericalHarmonics(4)(_unit_vectors(n, 1))  # (n, 16)
     # Entries of 4 pi Y Y^T averaged over the samples, and their second moments.
     gram = 4 * math.pi * (y.T @ y) / n
     second = (4 * math.pi) ** 2 * ((y * y).T @ (y * y)) / n
@@ -60,11 +60,42 @@ def test_spherical_harmonics_are_orthonormal_on_the_sphere() -> None:
     # a 5% slip in one coefficient moves its diagonal entry by ~0.1 (~50 se).
     se = (second - gram**2).clamp(min=0).sqrt() / math.sqrt(n)
     assert float(se.max()) < 0.005
-    assert torch.all((gram - torch.eye(16, dtype=gram.dtype)).abs() <= 6 * se + 1e-9)
+    # (+ 1e-6: float32 coefficients, seen in the noise-free entry of the constant Y_0)
+    assert torch.all((gram - torch.eye(16, dtype=gram.dtype)).abs() <= 6 * se + 1e-6)
+
+
+def _sh_term_by_term(d: torch.Tensor) -> torch.Tensor:
+    """The 16 real spherical harmonics written out (as in instant-NGP's encoder)."""
+    x, y, z = d.unbind(-1)
+    xx, yy, zz = x * x, y * y, z * z
+    return torch.stack([
+        torch.full_like(x, 0.28209479177387814),
+        -0.48860251190291987 * y, 0.48860251190291987 * z, -0.48860251190291987 * x,
+        1.0925484305920792 * x * y, -1.0925484305920792 * y * z, 0.94617469575755997 * zz - 0.31539156525251999,
+        -1.0925484305920792 * x * z, 0.54627421529603959 * (xx - yy),
+        0.59004358992664352 * y * (3 * xx - yy), 2.8906114426405538 * x * y * z,
+        0.45704579946446572 * y * (1 - 5 * zz), 0.3731763325901154 * z * (5 * zz - 3),
+        0.45704579946446572 * x * (1 - 5 * zz), 1.4453057213202769 * z * (xx - yy),
+        0.59004358992664352 * x * (xx - 3 * yy),
+    ], dim=-1)
+
+
+def test_spherical_harmonics_equal_the_term_by_term_formulas() -> None:
+    d = _unit_vectors(10_000, 2).float()
+    reference = _sh_term_by_term(d.double())  # in float64: within 1e-6 is float32 rounding
+    for degree in (1, 2, 3, 4):
+        sh = SphericalHarmonics(degree)
+        assert sh.out_dim == degree**2
+        assert torch.allclose(sh(d).double(), reference[:, : degree**2], rtol=0, atol=1e-6)
+
+
+def test_spherical_harmonics_reject_a_degree_outside_1_to_4() -> None:
+    with pytest.raises(ValueError, match="1..4"):
+        SphericalHarmonics(5)
 
 
 def test_spherical_harmonics_values_on_the_z_axis() -> None:
-    y = spherical_harmonics(torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64), 4)[0]
+    y = SphericalHarmonics(4)(torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64))[0]
     # Only m = 0 terms survive: sqrt((2l + 1) / (4 pi)) for l = 0..3.
     expected = torch.zeros(16, dtype=torch.float64)
     for band, index in zip(range(4), [0, 2, 6, 12]):

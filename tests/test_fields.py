@@ -74,6 +74,16 @@ def test_fast_field_density_method_equals_forward_sigma() -> None:
     assert torch.equal(field.density(points), field(points, directions)[1])
 
 
+def test_fast_field_with_one_direction_per_ray_equals_one_per_sample() -> None:
+    field = tiny_field("fast")
+    points, _ = points_and_directions()
+    _, ray_directions = points_and_directions(n=20, seed=2)
+    ray_indices = torch.sort(torch.randint(20, (256,), generator=torch.Generator().manual_seed(3))).values
+    per_sample = field(points, ray_directions[ray_indices])
+    per_ray = field(points, ray_directions, ray_indices)
+    assert torch.equal(per_ray[0], per_sample[0]) and torch.equal(per_ray[1], per_sample[1])
+
+
 def test_skip_mlp_concatenates_input_at_skip_layer() -> None:
     mlp = SkipMLP(in_dim=5, width=8, depth=4, skip=2)
     assert [layer.in_features for layer in mlp.layers] == [5, 8, 8 + 5, 8]

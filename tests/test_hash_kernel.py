@@ -2,7 +2,7 @@
 path: features, table gradients, every level kind and feature width, the edges.
 
 On a machine without CUDA the kernels run in Triton's interpreter on CPU tensors
-(``TRITON_INTERPRET=1``, set here before the kernels are first imported); with CUDA they
+(``TRITON_INTERPRET=1``, which conftest.py sets before the kernels are first imported); with CUDA they
 run compiled on the GPU. Skipped where the ``triton`` package is not installed.
 """
 
@@ -15,15 +15,12 @@ import sys
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 pytest.importorskip("triton")
 
 from conftest import REPO
 from test_encoding import BOUND, make_grid, reference_encoding, sample_points
 
 from nerf.encoding import HashGrid
-from nerf.errors import ConfigError
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -89,41 +86,6 @@ def test_points_that_need_a_gradient_keep_the_pytorch_path() -> None:
     points = sample_points()[:12].to(DEVICE).requires_grad_()
     grid(points).sum().backward()
     assert points.grad is not None and torch.count_nonzero(points.grad) > 0
-
-
-def test_auto_uses_the_kernels_on_cuda_only_and_only_where_triton_is_installed(monkeypatch) -> None:
-    # uses_triton only inspects the device type: CUDA is asked about without touching a GPU.
-    grid = make_grid()
-    grid.kernel = "auto"
-    assert grid.uses_triton(torch.device("cuda"))
-    assert not grid.uses_triton(torch.device("cpu"))  # not even under TRITON_INTERPRET=1
-    grid.kernel = "triton"
-    assert grid.uses_triton(torch.device("cuda"))
-    assert grid.uses_triton(torch.device("cpu")) == (os.environ.get("TRITON_INTERPRET") == "1")
-    monkeypatch.setitem(sys.modules, "triton", None)  # import triton now raises ImportError
-    grid.kernel = "auto"
-    assert not grid.uses_triton(torch.device("cuda"))  # falls back to the PyTorch code, no error
-
-
-def test_a_missing_triton_package_is_a_clear_error(monkeypatch) -> None:
-    grid = make_grid().to(DEVICE)
-    grid.kernel = "triton"
-    monkeypatch.setitem(sys.modules, "triton", None)  # import triton now raises ImportError
-    with pytest.raises(ConfigError, match=r"model\.fast\.hash_kernel is triton.*pip install triton"):
-        grid(sample_points().to(DEVICE))
-
-
-@pytest.mark.parametrize("kernel", ["triton", "auto"])
-def test_a_grid_that_may_run_the_kernels_imports_them_at_once(kernel: str) -> None:
-    # The train stage fingerprints the source of the nerf modules imported before training
-    # (resume.code_digest); the kernels' module must be among them, not imported later.
-    # auto runs them only on CUDA, so without CUDA it skips the import (about a second).
-    script = ("import sys; from nerf.encoding import HashGrid; from nerf.resume import code_digest; "
-              f"before = code_digest(); HashGrid(kernel={kernel!r}); "
-              "print('nerf.hash_kernel' in sys.modules, code_digest() != before)")
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
-    imported = kernel == "triton" or torch.cuda.is_available()
-    assert done.stdout.split() == [str(imported), str(imported)]
 
 
 COMPILE_FOR_H100 = """
