@@ -57,11 +57,15 @@ def precision(params: Params, device: torch.device, model: Model) -> str:
     return arithmetic(params.train.precision, device, model)
 
 
-def hash_kernel(device: torch.device, model: Model) -> str:
-    """The hash-grid code fast's steps run: "torch" or "triton"; "-" for the other kinds."""
+def kernels(device: torch.device, model: Model) -> dict[str, str]:
+    """The code fast's steps run for the hash grid, the march and the volume rendering:
+    "torch" or "triton" each; "-" for the other kinds."""
     if not isinstance(model, FastModel):
-        return "-"
-    return "triton" if model.field.grid.uses_triton(device) else "torch"
+        return dict.fromkeys(("hash_kernel", "march_kernel", "render_kernel"), "-")
+    used = (model.field.grid.uses_triton(device), model.occupancy.uses_triton(device),
+            model.render_uses_triton(device))
+    return {name: "triton" if fused else "torch"
+            for name, fused in zip(("hash_kernel", "march_kernel", "render_kernel"), used)}
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

@@ -9,12 +9,14 @@
 #   bash bench/gpu.sh embedded OUT   # PSNR at 2..60 s of training on the embedded sample split
 #   bash bench/gpu.sh full     OUT [LEGO] [STEPS] [POINTS...]
 #                                    # 800x800 Blender lego, 1 view in 8 held out
-#                                    # (PRECISION=auto COMPILE=false KERNEL=auto unless set)
+#                                    # (PRECISION=auto COMPILE=false KERNEL=auto unless set;
+#                                    # KERNEL sets the hash, march and render kernels)
 #   bash bench/gpu.sh profile  OUT   # top kernels of seed and fast steps
 #   bash bench/gpu.sh tune     OUT [LEGO]   # full size, after the occupancy grid has pruned:
-#                                    # step speed per arithmetic, compile and hash kernel, a
-#                                    # profile, and PSNR at 30/60 s of the 5-min schedule per
-#                                    # override in TUNE_VARIANTS (default: 2^19, 2^21 tables)
+#                                    # step speed with each Triton kernel swapped for the
+#                                    # PyTorch code, per arithmetic and compiled; a profile;
+#                                    # PSNR at 30/60 s of the 5-min schedule per variant in
+#                                    # TUNE_VARIANTS (default: 2^19 and 2^17 samples per batch)
 #
 # LEGO is a Blender folder (default .lego/lego: a copy of ../shared/data/nerf_synthetic/lego
 # that travels with the working tree). CSVs, PNG plots and logs go to OUT (for `all`, into
@@ -42,6 +44,9 @@ LEGO_800=(split.strategy=every_nth split.every_nth=8 split.image_size=null split
           model.fast.samples_per_batch=262144 model.fast.max_rays_per_batch=32768 render.chunk=16384
           ${extra[@]+"${extra[@]}"})
 
+# The PyTorch code in place of all three Triton kernels (the defaults run them on CUDA).
+TORCH_KERNELS=(model.fast.hash_kernel=torch model.fast.march_kernel=torch model.fast.render_kernel=torch)
+
 case $part in
 speed)
   for variant in "fp32 false" "tf32 false" "bf16 false" "bf16 true"; do
@@ -49,8 +54,8 @@ speed)
     $py -m bench.speed --devices $device --kinds seed nerf fast --steps 30 --warmup 15 \
       --set train.precision=$1 train.compile=$2 --out "$out/speed_$1_compile-$2.csv" || echo "speed $variant failed"
   done
-  $py -m bench.speed --devices $device --kinds fast --steps 30 --warmup 15 --set model.fast.hash_kernel=triton \
-    --out "$out/speed_fp32_compile-false_triton.csv" || echo "speed triton failed"
+  $py -m bench.speed --devices $device --kinds fast --steps 30 --warmup 15 --set "${TORCH_KERNELS[@]}" \
+    --out "$out/speed_fast_torch_kernels.csv" || echo "speed torch kernels failed"
   ;;
 embedded)
   # A schedule sized for each budget: 10 s and 60 s of training.
@@ -66,7 +71,8 @@ full)
   points=("${@:-30 60 120 300}")
   $py -m bench.quality --devices $device --kinds fast --steps "$steps" --points ${points[@]} \
     --set data.source="$lego" "${LEGO_800[@]}" train.precision=${PRECISION:-auto} train.compile=${COMPILE:-false} \
-    model.fast.hash_kernel=${KERNEL:-auto} \
+    model.fast.hash_kernel=${KERNEL:-auto} model.fast.march_kernel=${KERNEL:-auto} \
+    model.fast.render_kernel=${KERNEL:-auto} \
     --out "$out/quality_lego800" || echo "full failed"
   ;;
 profile)
@@ -76,11 +82,12 @@ all)
   # 1. The CUDA tests (tests/test_devices.py), with pytest installed from .gpu_wheels where
   #    the machine lacks it (pip download -d .gpu_wheels pytest, and carry .gpu_wheels).
   # 2. fast's full-size step speed with the defaults (train.precision auto = TF32 matmuls,
-  #    model.fast.hash_kernel auto = Triton) after 300 warm-up steps, which sizes the
+  #    the hash, march and render kernels auto = Triton) after 300 warm-up steps, which sizes the
   #    full-size schedule to FULL_SECONDS (x0.85: later steps carry more rays and run slower).
   # 3. PSNR within 2, 5 and 10 s on the embedded sample with the defaults.
   # 4. The full-size run, PSNR at 1/5, 2/5, 3/5 and all of FULL_SECONDS.
-  # 5. In the time left: every kind's speed with the defaults, fast with either hash kernel.
+  # 5. In the time left: every kind's speed with the defaults, fast with the PyTorch code
+  #    in place of the three Triton kernels.
   # The device tool brings back at most 8 files from OUT, so each step's files are appended
   # to OUT/all.tar as soon as the step ends (what a timeout cuts off loses only its step).
   lego=${3:-.lego/lego}
@@ -116,40 +123,47 @@ all)
   $py -m bench.speed --devices $device --kinds fast nerf seed --steps 30 --warmup 15 \
     --out "$res/speed_defaults.csv" || echo "speed failed"
   keep speed_defaults.csv
-  $py -m bench.speed --devices $device --kinds fast --steps 30 --warmup 15 --set model.fast.hash_kernel=torch \
-    --out "$res/speed_fast_torch_kernel.csv" || echo "speed failed"
-  keep speed_fast_torch_kernel.csv
+  $py -m bench.speed --devices $device --kinds fast --steps 30 --warmup 15 --set "${TORCH_KERNELS[@]}" \
+    --out "$res/speed_fast_torch_kernels.csv" || echo "speed failed"
+  keep speed_fast_torch_kernels.csv
   echo "[$((SECONDS - started)) s] all done"
   ;;
 tune)
   # What limits fast at full size once the occupancy grid has pruned (TUNE_WARMUP steps,
-  # default 300): step speed per arithmetic (train.precision fp32 / tf32 / bf16, eager and
-  # compiled) and hash kernel, a profile with the defaults, then PSNR at 30 and 60 s of a
-  # 5-minute schedule (TUNE_STEPS, default 29842) for each override in TUNE_VARIANTS against
-  # the full-size settings. Results appended to OUT/tune.tar.
+  # default 300): step speed with the defaults, with each Triton kernel and all three in
+  # turn replaced by the PyTorch code, per arithmetic (train.precision fp32, bf16) and
+  # compiled; a profile with the defaults; then PSNR at 30 and 60 s of a 5-minute schedule
+  # (sized from the defaults' speed, as in `all`) for each variant in TUNE_VARIANTS
+  # (variants separated by ';', each one or more KEY=VALUE). Results appended to OUT/tune.tar.
   lego=${3:-.lego/lego}
   res=$(mktemp -d)
   keep() { (cd "$res" && tar -rf "$out/tune.tar" "$@" 2>/dev/null); }
   started=$SECONDS
-  for v in "fp32 false triton" "tf32 false triton" "tf32 false torch" "bf16 false triton" "tf32 true triton" \
-           "bf16 true triton"; do
-    set -- $v
-    name="speed800_$1_compile-$2_$3"
+  for v in "defaults|" "hash-torch|model.fast.hash_kernel=torch" "march-torch|model.fast.march_kernel=torch" \
+           "render-torch|model.fast.render_kernel=torch" "all-torch|${TORCH_KERNELS[*]}" "fp32|train.precision=fp32" \
+           "bf16|train.precision=bf16" "compiled|train.compile=true"; do
+    name="speed800_${v%%|*}"
+    read -r -a sets <<< "${v#*|}"
     $py -m bench.speed --devices $device --kinds fast --steps ${TUNE_TIMED:-64} --warmup ${TUNE_WARMUP:-300} \
-      --set data.source="$lego" "${LEGO_800[@]}" train.precision=$1 train.compile=$2 model.fast.hash_kernel=$3 \
-      --out "$res/$name.csv" || echo "$name failed"
+      --set data.source="$lego" "${LEGO_800[@]}" ${sets[@]+"${sets[@]}"} --out "$res/$name.csv" || echo "$name failed"
     keep "$name.csv"
     echo "[$((SECONDS - started)) s] $name"
   done
+  rate=$($py -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['steps_per_s'])" \
+    "$res/speed800_defaults.csv" 2>/dev/null || echo 100)
+  steps=${TUNE_STEPS:-$($py -c "import sys; print(max(int(float(sys.argv[1]) * 300 * 0.85), 100))" "$rate")}
+  echo "[$((SECONDS - started)) s] $rate steps/s -> a $steps-step schedule" | tee "$res/choice.txt"
+  keep choice.txt
   $py -m bench.profile --device $device --kinds fast --warmup ${TUNE_WARMUP:-300} --steps 20 --rows 30 \
     --set data.source="$lego" "${LEGO_800[@]}" --out "$res" || echo "profile failed"
   keep "profile_fast_$device.txt"
   echo "[$((SECONDS - started)) s] profile done"
-  read -r -a variants <<< "${TUNE_VARIANTS:-model.fast.log2_table_size=19 model.fast.log2_table_size=21}"
+  IFS=';' read -r -a variants <<< "${TUNE_VARIANTS:-model.fast.samples_per_batch=524288 model.fast.max_rays_per_batch=65536;model.fast.samples_per_batch=131072}"
   for v in "${variants[@]}"; do
+    read -r -a sets <<< "$v"
     name="quality_lego800_$(echo "$v" | tr -c 'A-Za-z0-9_\n' '_')"
-    $py -m bench.quality --devices $device --kinds fast --steps ${TUNE_STEPS:-29842} --points 30 60 \
-      --set data.source="$lego" "${LEGO_800[@]}" "$v" --out "$res/$name" || echo "quality $v failed"
+    $py -m bench.quality --devices $device --kinds fast --steps "$steps" --points 30 60 \
+      --set data.source="$lego" "${LEGO_800[@]}" "${sets[@]}" --out "$res/$name" || echo "quality $v failed"
     keep "$name.csv"
     echo "[$((SECONDS - started)) s] quality $v"
   done

@@ -25,7 +25,7 @@ from bench.common import (
     REPO,
     add_params_arguments,
     devices,
-    hash_kernel,
+    kernels,
     load_split,
     machine,
     make_model,
@@ -48,11 +48,12 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
     rows: list[dict] = []
     arithmetic = precision(params, device, model)
     compiled = params.train.compile
-    kernel = hash_kernel(device, model)
+    used = kernels(device, model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     print(f"{kind} on {device}: {train_views.n_views} training views of {train_views.width}x"
-          f"{train_views.height}, {test_views.n_views} held out; {arithmetic}, compiled {compiled}, hash kernel {kernel}", flush=True)
+          f"{train_views.height}, {test_views.n_views} held out; {arithmetic}, compiled {compiled}, "
+          f"kernels (hash, march, render) {'/'.join(used.values())}", flush=True)
 
     # GiB, training only: the device's peak is reset after each evaluation. NaN on the CPU.
     train_peak = 0.0 if device.type == "cuda" else float("nan")
@@ -69,7 +70,7 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
             torch.cuda.reset_peak_memory_stats(device)
         render_s = (time.perf_counter() - started) / test_views.n_views
         rows.append({"kind": kind, "device": machine(device), "precision": arithmetic, "compiled": compiled,
-                     "hash_kernel": kernel, "image": f"{test_views.width}x{test_views.height}",
+                     **used, "image": f"{test_views.width}x{test_views.height}",
                      f"point_{by}": pending[0],
                      "seconds": round(seconds, 2), "step": step, "psnr": round(psnr, 3),
                      "render_s_per_view": round(render_s, 4), "peak_train_gib": round(peak, 2),
