@@ -82,10 +82,10 @@ all)
   # 1. The CUDA tests (tests/test_devices.py), with pytest installed from .gpu_wheels where
   #    the machine lacks it (pip download -d .gpu_wheels pytest, and carry .gpu_wheels).
   # 2. fast's full-size step speed with the defaults (train.precision auto = TF32 matmuls,
-  #    the hash, march and render kernels auto = Triton) after 300 warm-up steps, which sizes the
-  #    full-size schedule to FULL_SECONDS (x0.85: later steps carry more rays and run slower).
+  #    the hash, march and render kernels auto = Triton) after 300 warm-up steps.
   # 3. PSNR within 2, 5 and 10 s on the embedded sample with the defaults.
-  # 4. The full-size run, PSNR at 1/5, 2/5, 3/5 and all of FULL_SECONDS.
+  # 4. The full-size run with a time budget of FULL_SECONDS (train.seconds: the learning
+  #    rate decays over that time), PSNR at 1/5, 2/5, 3/5 and all of it.
   # 5. In the time left: every kind's speed with the defaults, fast with the PyTorch code
   #    in place of the three Triton kernels.
   # The device tool brings back at most 8 files from OUT, so each step's files are appended
@@ -106,18 +106,15 @@ all)
   $py -m bench.speed --devices $device --kinds fast --steps 64 --warmup ${ALL_WARMUP:-300} \
     --set data.source="$lego" "${LEGO_800[@]}" --out "$res/speed800_defaults.csv" || echo "speed800 failed"
   keep speed800_defaults.csv
-  rate=$($py -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['steps_per_s'])" \
-    "$res/speed800_defaults.csv" 2>/dev/null || echo 100)
-  steps=$($py -c "import sys; print(max(int(float(sys.argv[1]) * float(sys.argv[2]) * 0.85), 100))" "$rate" "$seconds")
-  echo "[$((SECONDS - started)) s] full size: $rate steps/s -> a $steps-step schedule" | tee "$res/choice.txt"
-  keep choice.txt
+  echo "[$((SECONDS - started)) s] full-size speed done"
   $py -m bench.quality --devices $device --kinds fast --steps 1500 --points 2 5 10 \
     --out "$res/quality_embedded_10s" || echo "embedded 10 s failed"
   keep quality_embedded_10s.csv quality_embedded_10s.png
   echo "[$((SECONDS - started)) s] embedded done"
-  $py -m bench.quality --devices $device --kinds fast --steps "$steps" \
+  $py -m bench.quality --devices $device --kinds fast --steps 10000000 \
     --points $((seconds / 5)) $((seconds * 2 / 5)) $((seconds * 3 / 5)) $seconds \
-    --set data.source="$lego" "${LEGO_800[@]}" --out "$res/quality_lego800" || echo "full failed"
+    --set data.source="$lego" "${LEGO_800[@]}" train.seconds=$seconds --out "$res/quality_lego800" \
+    || echo "full failed"
   keep quality_lego800.csv quality_lego800.png
   echo "[$((SECONDS - started)) s] full size done"
   $py -m bench.speed --devices $device --kinds fast nerf seed --steps 30 --warmup 15 \
@@ -132,9 +129,10 @@ tune)
   # What limits fast at full size once the occupancy grid has pruned (TUNE_WARMUP steps,
   # default 300): step speed with the defaults, with each Triton kernel and all three in
   # turn replaced by the PyTorch code, per arithmetic (train.precision fp32, bf16) and
-  # compiled; a profile with the defaults; then PSNR at 30 and 60 s of a 5-minute schedule
-  # (sized from the defaults' speed, as in `all`) for each variant in TUNE_VARIANTS
-  # (variants separated by ';', each one or more KEY=VALUE). Results appended to OUT/tune.tar.
+  # compiled; a profile with the defaults; then PSNR at 30 and 60 s of a 5-minute time budget
+  # (train.seconds=300: the learning rate decays over the 5 minutes whatever the step rate)
+  # for each variant in TUNE_VARIANTS (variants separated by ';', each one or more
+  # KEY=VALUE). Results appended to OUT/tune.tar.
   lego=${3:-.lego/lego}
   res=$(mktemp -d)
   keep() { (cd "$res" && tar -rf "$out/tune.tar" "$@" 2>/dev/null); }
@@ -149,11 +147,6 @@ tune)
     keep "$name.csv"
     echo "[$((SECONDS - started)) s] $name"
   done
-  rate=$($py -c "import csv,sys; print(next(csv.DictReader(open(sys.argv[1])))['steps_per_s'])" \
-    "$res/speed800_defaults.csv" 2>/dev/null || echo 100)
-  steps=${TUNE_STEPS:-$($py -c "import sys; print(max(int(float(sys.argv[1]) * 300 * 0.85), 100))" "$rate")}
-  echo "[$((SECONDS - started)) s] $rate steps/s -> a $steps-step schedule" | tee "$res/choice.txt"
-  keep choice.txt
   $py -m bench.profile --device $device --kinds fast --warmup ${TUNE_WARMUP:-300} --steps 20 --rows 30 \
     --set data.source="$lego" "${LEGO_800[@]}" --out "$res" || echo "profile failed"
   keep "profile_fast_$device.txt"
@@ -162,8 +155,9 @@ tune)
   for v in "${variants[@]}"; do
     read -r -a sets <<< "$v"
     name="quality_lego800_$(echo "$v" | tr -c 'A-Za-z0-9_\n' '_')"
-    $py -m bench.quality --devices $device --kinds fast --steps "$steps" --points 30 60 \
-      --set data.source="$lego" "${LEGO_800[@]}" "${sets[@]}" --out "$res/$name" || echo "quality $v failed"
+    $py -m bench.quality --devices $device --kinds fast --steps 10000000 --points 30 60 \
+      --set data.source="$lego" "${LEGO_800[@]}" train.seconds=300 "${sets[@]}" --out "$res/$name" \
+      || echo "quality $v failed"
     keep "$name.csv"
     echo "[$((SECONDS - started)) s] quality $v"
   done

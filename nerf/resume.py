@@ -98,7 +98,7 @@ class Resume(NamedTuple):
     message: str  # what was decided and why, for the user
 
 
-def load(path: Path, fingerprint: Mapping[str, str], steps: int) -> Resume:
+def load(path: Path, fingerprint: Mapping[str, str], steps: int, seconds: float | None = None) -> Resume:
     """The checkpoint at ``path`` if this run may continue it, with a message saying why or why not."""
     if not path.is_file():
         return Resume(None, {}, f"no checkpoint at {path}; training from step 0")
@@ -112,8 +112,10 @@ def load(path: Path, fingerprint: Mapping[str, str], steps: int) -> Resume:
     if changed:
         shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
         return Resume(None, {}, f"{path} was made with different inputs ({shown}); starting over from step 0")
-    step = int(state["step"])
-    if step >= steps:
-        return Resume(state, logs, f"{path} already holds all {steps} steps with these inputs; nothing left to train "
+    step, spent = int(state["step"]), float(state["seconds"])
+    if step >= steps or (seconds is not None and spent >= seconds):
+        held = f"all {steps} steps" if step >= steps else f"{spent:.1f} s of training, the whole {seconds:g}-s budget,"
+        return Resume(state, logs, f"{path} already holds {held} with these inputs; nothing left to train "
                       f"(delete {path.parent} to train again from scratch)")
-    return Resume(state, logs, f"resuming from {path} at step {step} of {steps}")
+    budget = f" (or {spent:.1f} s of {seconds:g} s)" if seconds is not None else ""
+    return Resume(state, logs, f"resuming from {path} at step {step} of {steps}{budget}")

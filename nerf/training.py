@@ -1,6 +1,7 @@
 """Training: batches of rays from the training views, MSE on colour, Adam, decaying rate.
 
-``train`` runs the loop, logs to DVCLive (loss, train PSNR, validation PSNR, seconds) and
+``train`` runs the loop, logs to DVCLive (loss, train PSNR, learning rate, validation PSNR,
+seconds) and
 shows a tqdm bar; ``save_checkpoint``/``load_checkpoint`` keep the weights with the
 config that built them.
 """
@@ -150,9 +151,18 @@ class TrainSummary(NamedTuple):
     val_psnr: float | None
 
 
-def learning_rate(step: int, steps: int, lr: float, lr_final: float) -> float:
-    """Exponential decay from ``lr`` at step 0 to ``lr_final`` at the last step."""
-    return lr * (lr_final / lr) ** (step / max(steps, 1))
+def schedule_progress(step: int, steps: int, seconds: float = 0.0, budget: float | None = None) -> float:
+    """How far along the schedule training is, 0 to 1: ``step`` of ``steps`` (0-based, the last
+    is ``steps``), or with a time ``budget``, ``seconds`` of it, whichever is further."""
+    progress = step / max(steps, 1)
+    if budget is not None:
+        progress = max(progress, seconds / budget)
+    return min(progress, 1.0)
+
+
+def learning_rate(progress: float, lr: float, lr_final: float) -> float:
+    """Exponential decay from ``lr`` at progress 0 to ``lr_final`` at 1."""
+    return lr * (lr_final / lr) ** progress
 
 
 def evaluate_views(model: Model, views: Views, chunk: int, device: torch.device) -> float:
@@ -274,6 +284,8 @@ class _Loop:
         )
         self.model.train()
         for step in bar:
+            if self.time_is_up():  # resumed from a state that had spent the budget
+                break
             started = time.perf_counter()
             with tf32_matmuls(self.arithmetic == "tf32"):  # the step and any grid update
                 self.train_step(step)
@@ -281,12 +293,13 @@ class _Loop:
                 torch.cuda.synchronize(self.device)
             self.seconds += time.perf_counter() - started
             self.step = step
+            last = step == config.steps or self.time_is_up()
 
-            logged = step % config.log_every == 0 or step == config.steps
+            logged = step % config.log_every == 0 or last
             if logged:
                 self.log(step, bar)
             if self.val_views is not None and self.val_views.n_views > 0 and (
-                step % config.val_every == 0 or step == config.steps
+                step % config.val_every == 0 or last
             ):
                 self.val_psnr = evaluate_views(self.model, self.val_views, self.chunk, self.device)
                 if self.live is not None:
@@ -296,20 +309,25 @@ class _Loop:
             if self.live is not None and logged:
                 self.live.next_step()
             if on_checkpoint is not None and config.checkpoint_every > 0 and (
-                step % config.checkpoint_every == 0 or step == config.steps
+                step % config.checkpoint_every == 0 or last
             ):
                 on_checkpoint(self.state())
-            if on_step is not None and on_step(step, self.seconds):
+            if (on_step is not None and on_step(step, self.seconds)) or last:
                 break
         bar.close()
         train_psnr = float(mse_to_psnr(torch.tensor(self.last_loss)))
         return TrainSummary(self.step, self.seconds, self.last_loss, train_psnr, self.val_psnr)
 
+    def time_is_up(self) -> bool:
+        """Whether training has spent its time budget (``train.seconds``)."""
+        return self.config.seconds is not None and self.seconds >= self.config.seconds
+
     def train_step(self, step: int) -> None:
         """One optimizer step; ``step`` counts from 1."""
         model, data, generator = self.model, self.data, self.generator
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(step - 1, self.config.steps - 1, self.lr0, self.lr_final)
+            progress = schedule_progress(step - 1, self.config.steps - 1, self.seconds, self.config.seconds)
+            group["lr"] = learning_rate(progress, self.lr0, self.lr_final)
         model.before_step(step - 1, generator)
         n_rays = model.rays_per_batch()
         per_view = data.pixels_per_view
@@ -344,6 +362,7 @@ class _Loop:
             self.live.step = step
             self.live.log_metric("train/loss", self.last_loss)
             self.live.log_metric("train/psnr", train_psnr)
+            self.live.log_metric("train/lr", self.optimizer.param_groups[0]["lr"])  # the last step's
             self.live.log_metric("train/seconds", self.seconds)
 
 

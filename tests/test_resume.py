@@ -16,8 +16,8 @@ def _fingerprint(tmp_path, params=PARAMS, data: bytes = b"views"):
     return resume.fingerprint(params, [views], CPU)
 
 
-def _state(step: int) -> dict:
-    return {"step": step, "weights": torch.arange(4.0)}
+def _state(step: int, seconds: float = 1.0) -> dict:
+    return {"step": step, "seconds": seconds, "weights": torch.arange(4.0)}
 
 
 def test_flatten_names_every_leaf_by_its_dotted_key() -> None:
@@ -59,6 +59,17 @@ def test_load_resumes_only_a_checkpoint_with_the_same_fingerprint(tmp_path) -> N
     resume.save(path, _state(100), fingerprint, logs)
     done = resume.load(path, fingerprint, steps=100)
     assert done.state["step"] == 100 and "nothing left to train" in done.message
+
+
+def test_a_checkpoint_that_spent_the_time_budget_leaves_nothing_to_train(tmp_path) -> None:
+    path = tmp_path / resume.CHECKPOINT
+    fingerprint = _fingerprint(tmp_path)
+    resume.save(path, _state(40, seconds=12.5), fingerprint, {})
+    going = resume.load(path, fingerprint, steps=100, seconds=30.0)
+    assert going.message == f"resuming from {path} at step 40 of 100 (or 12.5 s of 30 s)"
+    done = resume.load(path, fingerprint, steps=100, seconds=12.0)
+    assert done.state["step"] == 40 and "12.5 s of training, the whole 12-s budget" in done.message
+    assert "nothing left to train" in done.message
 
 
 def test_an_unreadable_checkpoint_starts_over_and_says_so(tmp_path) -> None:

@@ -28,6 +28,7 @@ from nerf.training import (
     load_checkpoint,
     pick_device,
     save_checkpoint,
+    schedule_progress,
     tf32_matmuls,
     train,
     training_rays,
@@ -323,14 +324,41 @@ def test_resuming_a_checkpointed_state_is_bit_identical_to_an_uninterrupted_run(
 
 
 def test_learning_rate_schedule_endpoints() -> None:
-    assert learning_rate(0, 100, 1e-2, 5e-4) == pytest.approx(1e-2)
-    assert learning_rate(100, 100, 1e-2, 5e-4) == pytest.approx(5e-4)
+    assert learning_rate(0.0, 1e-2, 5e-4) == pytest.approx(1e-2)
+    assert learning_rate(1.0, 1e-2, 5e-4) == pytest.approx(5e-4)
     # Exponential: halfway is the geometric mean, and it decreases monotonically.
-    assert learning_rate(50, 100, 1e-2, 5e-4) == pytest.approx(math.sqrt(1e-2 * 5e-4))
-    rates = [learning_rate(s, 100, 1e-2, 5e-4) for s in range(101)]
+    assert learning_rate(0.5, 1e-2, 5e-4) == pytest.approx(math.sqrt(1e-2 * 5e-4))
+    rates = [learning_rate(schedule_progress(s, 100), 1e-2, 5e-4) for s in range(101)]
     assert all(a > b for a, b in itertools.pairwise(rates))
-    assert learning_rate(7, 10, 3e-3, 3e-3) == pytest.approx(3e-3)  # constant when equal
-    assert learning_rate(0, 0, 1e-2, 5e-4) == pytest.approx(1e-2)  # no division by zero
+    assert learning_rate(0.7, 3e-3, 3e-3) == pytest.approx(3e-3)  # constant when equal
+    assert schedule_progress(0, 0) == 0.0  # no division by zero
+
+
+def test_schedule_progress_follows_steps_or_the_time_budget_whichever_is_further() -> None:
+    assert schedule_progress(25, 100) == 0.25
+    assert schedule_progress(25, 100, seconds=50.0) == 0.25  # no budget: steps alone
+    assert schedule_progress(25, 100, seconds=50.0, budget=100.0) == 0.5
+    assert schedule_progress(75, 100, seconds=50.0, budget=100.0) == 0.75
+    assert schedule_progress(10, 100, seconds=150.0, budget=100.0) == 1.0  # never past the end
+
+
+def test_a_time_budget_stops_training_and_decays_the_rate_over_it(crops, tmp_path) -> None:
+    from dvclive import Live
+
+    model, _ = fast_model()
+    config = dataclasses.replace(train_config(steps=100_000), seconds=3.0, log_every=2)
+    with Live(str(tmp_path / "live"), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        summary = train(model, crops, None, config, CPU, live=live, progress=False)
+    assert 10 < summary.steps < 100_000
+    assert 3.0 <= summary.seconds < 3.0 + 1.0  # stopped after the step that spent the budget
+    # The logged rate (each log's last step) fell with time, from lr towards lr_final
+    # (3e-2 -> 3e-3), down to within a few steps' time of the end.
+    rows = (tmp_path / "live/plots/metrics/train/lr.tsv").read_text().splitlines()[1:]
+    steps, rates = zip(*((int(step), float(lr)) for step, lr in (row.split() for row in rows)))
+    assert steps[-1] == summary.steps and rates[0] < FAST.lr
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    assert rates[-1] < FAST.lr * (FAST.lr_final / FAST.lr) ** 0.8
+    assert math.isfinite(summary.loss)
 
 
 def _sphere(points: torch.Tensor) -> torch.Tensor:
