@@ -84,7 +84,7 @@ all)
   # 2. fast's full-size step speed with the defaults (train.precision auto = TF32 matmuls,
   #    the hash, march and render kernels auto = Triton) after 300 warm-up steps.
   # 3. PSNR within 2, 5 and 10 s on the embedded sample with the defaults.
-  # 4. The full-size run with a time budget of FULL_SECONDS (train.seconds: the learning
+  # 4. The full-size run with a time budget of FULL_SECONDS (train.time_budget: the learning
   #    rate decays over that time), PSNR at 1/5, 2/5, 3/5 and all of it.
   # 5. In the time left: every kind's speed with the defaults, fast with the PyTorch code
   #    in place of the three Triton kernels.
@@ -113,7 +113,7 @@ all)
   echo "[$((SECONDS - started)) s] embedded done"
   $py -m bench.quality --devices $device --kinds fast --steps 10000000 \
     --points $((seconds / 5)) $((seconds * 2 / 5)) $((seconds * 3 / 5)) $seconds \
-    --set data.source="$lego" "${LEGO_800[@]}" train.seconds=$seconds --out "$res/quality_lego800" \
+    --set data.source="$lego" "${LEGO_800[@]}" train.time_budget=$seconds --out "$res/quality_lego800" \
     || echo "full failed"
   keep quality_lego800.csv quality_lego800.png
   echo "[$((SECONDS - started)) s] full size done"
@@ -130,7 +130,7 @@ tune)
   # default 300): step speed with the defaults, with each Triton kernel and all three in
   # turn replaced by the PyTorch code, per arithmetic (train.precision fp32, bf16) and
   # compiled; a profile with the defaults; then PSNR at 30 and 60 s of a 5-minute time budget
-  # (train.seconds=300: the learning rate decays over the 5 minutes whatever the step rate)
+  # (train.time_budget=300: the learning rate decays over the 5 minutes whatever the step rate)
   # for each variant in TUNE_VARIANTS (variants separated by ';', each one or more
   # KEY=VALUE). Results appended to OUT/tune.tar.
   lego=${3:-.lego/lego}
@@ -156,7 +156,7 @@ tune)
     read -r -a sets <<< "$v"
     name="quality_lego800_$(echo "$v" | tr -c 'A-Za-z0-9_\n' '_')"
     $py -m bench.quality --devices $device --kinds fast --steps 10000000 --points 30 60 \
-      --set data.source="$lego" "${LEGO_800[@]}" train.seconds=300 "${sets[@]}" --out "$res/$name" \
+      --set data.source="$lego" "${LEGO_800[@]}" train.time_budget=300 "${sets[@]}" --out "$res/$name" \
       || echo "quality $v failed"
     keep "$name.csv"
     echo "[$((SECONDS - started)) s] quality $v"

@@ -180,9 +180,9 @@ class ModelConfig:
 class TrainConfig:
     steps: int = _range(1000, ge=1)
     # A training-time budget in seconds (validation and checkpoints excluded): training stops
-    # once it is spent, and the learning rate decays over whichever of steps and seconds is
+    # once it is spent, and the learning rate decays over whichever of steps and time is
     # further along. null: steps alone (a time budget makes results depend on the machine).
-    seconds: float | None = _range(None, gt=0.0)
+    time_budget: float | None = _range(None, gt=0.0)
     # null: the model kind's own model.<kind>.lr; a number overrides it (and lr_final scales).
     lr: float | None = _range(None, gt=0.0)
     # Loss and train PSNR (means over the steps since the last log) every this many steps.

@@ -319,14 +319,14 @@ class _Loop:
         return TrainSummary(self.step, self.seconds, self.last_loss, train_psnr, self.val_psnr)
 
     def time_is_up(self) -> bool:
-        """Whether training has spent its time budget (``train.seconds``)."""
-        return self.config.seconds is not None and self.seconds >= self.config.seconds
+        """Whether training has spent its time budget (``train.time_budget``)."""
+        return self.config.time_budget is not None and self.seconds >= self.config.time_budget
 
     def train_step(self, step: int) -> None:
         """One optimizer step; ``step`` counts from 1."""
         model, data, generator = self.model, self.data, self.generator
         for group in self.optimizer.param_groups:
-            progress = schedule_progress(step - 1, self.config.steps - 1, self.seconds, self.config.seconds)
+            progress = schedule_progress(step - 1, self.config.steps - 1, self.seconds, self.config.time_budget)
             group["lr"] = learning_rate(progress, self.lr0, self.lr_final)
         model.before_step(step - 1, generator)
         n_rays = model.rays_per_batch()

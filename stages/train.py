@@ -43,7 +43,7 @@ def main() -> None:
     ).to(device)
     print(f"train: {params.model.kind} on {device}, {train_views.n_views} views of "
           f"{train_views.width}x{train_views.height} ({val_views.n_views} for validation), "
-          f"{params.train.steps} steps" + (f" or {params.train.seconds:g} s" if params.train.seconds else ""))
+          f"{params.train.steps} steps" + (f" or {params.train.time_budget:g} s" if params.train.time_budget else ""))
 
     # What a checkpoint must share with this run to be resumed: the params this stage reads
     # (how often checkpoints are written does not change the result), inputs, code.
@@ -55,7 +55,7 @@ def main() -> None:
     }
     fingerprint = resume.fingerprint(shaping, inputs, device)
     checkpoint = args.checkpoints / resume.CHECKPOINT
-    start = resume.load(checkpoint, fingerprint, params.train.steps, params.train.seconds)
+    start = resume.load(checkpoint, fingerprint, params.train.steps, params.train.time_budget)
     print(f"train: {start.message}")
     args.checkpoints.mkdir(parents=True, exist_ok=True)
 

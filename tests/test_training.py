@@ -346,7 +346,7 @@ def test_a_time_budget_stops_training_and_decays_the_rate_over_it(crops, tmp_pat
     from dvclive import Live
 
     model, _ = fast_model()
-    config = dataclasses.replace(train_config(steps=100_000), seconds=3.0, log_every=2)
+    config = dataclasses.replace(train_config(steps=100_000), time_budget=3.0, log_every=2)
     with Live(str(tmp_path / "live"), save_dvc_exp=False, dvcyaml=None, report=None) as live:
         summary = train(model, crops, None, config, CPU, live=live, progress=False)
     assert 10 < summary.steps < 100_000
