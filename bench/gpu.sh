@@ -79,8 +79,9 @@ profile)
   $py -m bench.profile --device $device --kinds seed fast --out "$out" || echo "profile failed"
   ;;
 all)
-  # 1. The CUDA tests (tests/test_devices.py), with pytest installed from .gpu_wheels where
-  #    the machine lacks it (pip download -d .gpu_wheels pytest, and carry .gpu_wheels).
+  # 1. The CUDA tests (tests/test_devices.py, and the Triton kernels' tests, compiled on the
+  #    GPU), with pytest installed from .gpu_wheels where the machine lacks it
+  #    (pip download -d .gpu_wheels pytest, and carry .gpu_wheels).
   # 2. fast's full-size step speed with the defaults (train.precision auto = TF32 matmuls,
   #    the hash, march and render kernels auto = Triton) after 300 warm-up steps.
   # 3. PSNR within 2, 5 and 10 s on the embedded sample with the defaults.
@@ -99,7 +100,8 @@ all)
     $py -m pip install -q --no-index --find-links .gpu_wheels pytest > "$res/pip.txt" 2>&1
     keep pip.txt
   fi
-  NERF_TEST_DEVICE=$device timeout 150 $py -m pytest -q -p no:cacheprovider tests/test_devices.py \
+  NERF_TEST_DEVICE=$device timeout 240 $py -m pytest -q -p no:cacheprovider tests/test_devices.py \
+    tests/test_hash_kernel.py tests/test_march_kernel.py tests/test_render_kernel.py tests/test_kernels.py \
     > "$res/test_devices.txt" 2>&1; echo "test_devices: exit $?" | tee -a "$res/test_devices.txt"
   keep test_devices.txt
   echo "[$((SECONDS - started)) s] tests done"

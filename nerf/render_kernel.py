@@ -13,7 +13,10 @@ launches. Here one program per ray walks its samples in blocks, with the formula
                dL/dc_i = w_i g_rgb
                dL/dsigma_i = delta_i (T_{i+1} u_i - sum_{k>i} w_k u_k)
 
-(a later weight w_k = T_k (1 - exp(-tau_k)) falls by w_k for each unit of tau_i, i < k).
+(a later weight w_k = T_k (1 - exp(-tau_k)) falls by w_k for each unit of tau_i, i < k). The
+backward is one pass per ray: the sum of w_k u_k over the whole ray comes from the forward's
+outputs (sum w_k c_k = rgb - (1 - O) bg, sum w_k = O, sum w_k t_k = depth), and the part
+behind each sample is that total less a running sum.
 Optical depth accumulates per ray in float32, where the PyTorch path takes differences of a
 float64 cumulative sum over the whole batch: the two agree to float32 rounding.
 
@@ -76,30 +79,25 @@ def _forward(sigmas, deltas, rgbs, ts, bounds, background, out_rgb, out_opacity,
 
 
 @triton.jit
-def _backward(sigmas, deltas, rgbs, ts, bounds, background, grad_rgb, grad_opacity, grad_depth,
-              grad_sigmas, grad_rgbs, BLOCK: tl.constexpr):
+def _backward(sigmas, deltas, rgbs, ts, bounds, background, out_rgb, out_opacity, out_depth, grad_rgb,
+              grad_opacity, grad_depth, grad_sigmas, grad_rgbs, BLOCK: tl.constexpr):
     ray = tl.program_id(0).to(tl.int64)
     start, end = tl.load(bounds + ray), tl.load(bounds + ray + 1)
     gr, gg, gb = tl.load(grad_rgb + ray * 3 + 0), tl.load(grad_rgb + ray * 3 + 1), tl.load(grad_rgb + ray * 3 + 2)
-    go, gd = tl.load(grad_opacity + ray), tl.load(grad_depth + ray)
-    # What one unit of opacity costs in the background's place.
-    go -= gr * tl.load(background + 0) + gg * tl.load(background + 1) + gb * tl.load(background + 2)
-    # First pass: the ray's total sum of w_k u_k.
-    before = 0.0
-    total = 0.0
-    first = start
-    while first < end:
-        i = first + tl.arange(0, BLOCK)
-        live = i < end
-        first += BLOCK
-        tau, _, w, r, g, b, t = _block(sigmas, deltas, rgbs, ts, i, live, before)
-        total += tl.sum(w * (gr * r + gg * g + gb * b + go + gd * t))
-        before += tl.sum(tau)
-    # Second pass: each sample's gradients, with the sum of w_k u_k over the samples behind it.
+    br, bg, bb = tl.load(background + 0), tl.load(background + 1), tl.load(background + 2)
+    opacity = tl.load(out_opacity + ray)
+    # What one unit of weight passes on beyond its colour: opacity, less the background it hides.
+    go = tl.load(grad_opacity + ray) - (gr * br + gg * bg + gb * bb)
+    gd = tl.load(grad_depth + ray)
+    # The ray's sum of w_k u_k, from the forward's outputs: sum w_k c_k = rgb - (1 - O) bg.
+    empty = 1.0 - opacity
+    total = (gr * (tl.load(out_rgb + ray * 3 + 0) - empty * br) + gg * (tl.load(out_rgb + ray * 3 + 1) - empty * bg)
+             + gb * (tl.load(out_rgb + ray * 3 + 2) - empty * bb) + go * opacity + gd * tl.load(out_depth + ray))
+    # Each sample's gradients, with the sum of w_k u_k over the samples behind it.
     before = 0.0
     done = 0.0
     first = start
-    while first < end:
+    while first < end:  # a while loop: Triton's interpreter cannot range() over loaded bounds
         i = first + tl.arange(0, BLOCK)
         live = i < end
         first += BLOCK
@@ -129,19 +127,19 @@ class _RenderPacked(torch.autograd.Function):
         depth = torch.empty(n_rays, dtype=torch.float32, device=sigmas.device)
         if n_rays > 0:
             _forward[(n_rays,)](sigmas, deltas, rgbs, t_mid, bounds, background, rgb, opacity, depth, BLOCK=_BLOCK)
-        ctx.save_for_backward(sigmas, deltas, rgbs, t_mid, bounds, background)
+        ctx.save_for_backward(sigmas, deltas, rgbs, t_mid, bounds, background, rgb, opacity, depth)
         return rgb, opacity, depth
 
     @staticmethod
     def backward(ctx, grad_rgb: Tensor, grad_opacity: Tensor, grad_depth: Tensor  # type: ignore[override]
                  ) -> tuple[Tensor, Tensor, None, None, None, None]:
-        sigmas, deltas, rgbs, t_mid, bounds, background = ctx.saved_tensors
+        sigmas, deltas, rgbs, t_mid, bounds, background, rgb, opacity, depth = ctx.saved_tensors
         grad_sigmas, grad_rgbs = torch.empty_like(sigmas), torch.empty_like(rgbs)
         n_rays = bounds.shape[0] - 1
         if n_rays > 0:
-            _backward[(n_rays,)](sigmas, deltas, rgbs, t_mid, bounds, background, grad_rgb.float().contiguous(),
-                                 grad_opacity.float().contiguous(), grad_depth.float().contiguous(), grad_sigmas,
-                                 grad_rgbs, BLOCK=_BLOCK)
+            _backward[(n_rays,)](sigmas, deltas, rgbs, t_mid, bounds, background, rgb, opacity, depth,
+                                 grad_rgb.float().contiguous(), grad_opacity.float().contiguous(),
+                                 grad_depth.float().contiguous(), grad_sigmas, grad_rgbs, BLOCK=_BLOCK)
         return grad_sigmas, grad_rgbs, None, None, None, None
 
 

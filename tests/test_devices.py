@@ -33,17 +33,19 @@ pytestmark = pytest.mark.skipif(
 SMALL_SEED = SeedModelConfig(frequencies=6, width=64, depth=4, skip=2, samples=32, lr=1e-3, lr_final=1e-3)
 
 
-def model_on(kind: str, device: torch.device, hash_kernel: str = "torch"):
+def model_on(kind: str, device: torch.device, kernels: str = "auto"):
+    """``kernels``: the choice for fast's hash grid, march and volume rendering alike."""
     torch.manual_seed(0)
-    config = ModelConfig(kind=kind, seed=SMALL_SEED, fast=FastModelConfig(hash_kernel=hash_kernel))
+    fast = FastModelConfig(hash_kernel=kernels, march_kernel=kernels, render_kernel=kernels)
+    config = ModelConfig(kind=kind, seed=SMALL_SEED, fast=fast)
     return build_model(config, NEAR, FAR, torch.zeros(3)).to(device)
 
 
-def needs_the_triton_kernels(hash_kernel: str) -> None:
-    if hash_kernel == "triton":
+def needs_the_triton_kernels(kernels: str) -> None:
+    if kernels == "triton":
         pytest.importorskip("triton")
         if DEVICE.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            pytest.skip("the kernels run on CUDA; tests/test_hash_kernel.py checks them in Triton's interpreter")
+            pytest.skip("the kernels run on CUDA; tests/test_*_kernel.py check them in Triton's interpreter")
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +55,13 @@ def crops() -> Views:
     return Views(scene.images[:, 30:70, 30:70], scene.poses, scene.focal, scene.names, np.zeros(3, np.float32))
 
 
-@pytest.mark.parametrize("kind, hash_kernel", [("seed", "torch"), ("nerf", "torch"), ("fast", "torch"),
-                                                ("fast", "triton")])
-def test_a_model_renders_the_same_rays_on_the_device_as_on_the_cpu(kind, hash_kernel, crops) -> None:
-    # fast with the triton hash kernel: the fused kernels on the device against PyTorch on the CPU.
-    needs_the_triton_kernels(hash_kernel)
-    reference = model_on(kind, CPU, hash_kernel)
+@pytest.mark.parametrize("kind, kernels", [("seed", "auto"), ("nerf", "auto"), ("fast", "torch"),
+                                            ("fast", "triton")])
+def test_a_model_renders_the_same_rays_on_the_device_as_on_the_cpu(kind, kernels, crops) -> None:
+    # fast with the triton kernels: the fused hash grid, march and rendering on the device
+    # against the PyTorch code on the CPU.
+    needs_the_triton_kernels(kernels)
+    reference = model_on(kind, CPU, kernels)
     if kind == "fast":  # occupied cells only inside a ball: the skipping must agree too
         grid = reference.occupancy
         axis = (torch.arange(grid.resolution) + 0.5) * grid.cell_size - grid.bound
@@ -107,12 +110,12 @@ def test_compiled_bf16_training_on_the_device_matches_eager_loosely(crops) -> No
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=0.05)
 
 
-def test_the_triton_hash_kernel_trains_like_the_pytorch_path(crops) -> None:
+def test_the_triton_kernels_train_like_the_pytorch_code(crops) -> None:
     needs_the_triton_kernels("triton")
     train_views = crops.subset(range(0, 64, 8))
     losses = []
-    for hash_kernel in ("torch", "triton"):
-        model = model_on("fast", DEVICE, hash_kernel)
+    for kernels in ("torch", "triton"):
+        model = model_on("fast", DEVICE, kernels)
         config = TrainConfig(steps=20, log_every=20, val_every=10**9, device=DEVICE.type, seed=0, precision="fp32")
         losses.append(train(model, train_views, None, config, DEVICE, progress=False).loss)
     # Same steps; atomic adds sum in another order, so the runs drift apart only slightly.

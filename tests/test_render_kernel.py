@@ -117,7 +117,8 @@ from nerf.render_kernel import _BLOCK, _backward, _forward
 floats = ["sigmas", "deltas", "rgbs", "ts"]
 common = dict.fromkeys(floats, "*fp32") | {"bounds": "*i64", "background": "*fp32"}
 outputs = {"forward": ["out_rgb", "out_opacity", "out_depth"],
-           "backward": ["grad_rgb", "grad_opacity", "grad_depth", "grad_sigmas", "grad_rgbs"]}
+           "backward": ["out_rgb", "out_opacity", "out_depth", "grad_rgb", "grad_opacity", "grad_depth",
+                        "grad_sigmas", "grad_rgbs"]}
 for name, fn in (("forward", _forward), ("backward", _backward)):
     signature = common | dict.fromkeys(outputs[name], "*fp32") | {"BLOCK": "constexpr"}
     kernel = triton.compile(ASTSource(fn, signature, {"BLOCK": _BLOCK}), target=GPUTarget("cuda", 90, 32))
