@@ -11,7 +11,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # model kind and steps), validation PSNR, test PSNR and SSIM, training seconds and steps/s;
 # best validation PSNR first (pick by it: the test views stay a fair final score).
 # Column patterns match from the start of the name.
-EXP_DROP := Created|State|Executor|.*loss|train\.psnr|step$$|val\.seconds|psnr_m|n_views|models|renders|videos|checkpoints|data
+EXP_DROP := Created|State|Executor|.*loss|train\.psnr|train\.learning_rate|step$$|val\.seconds|psnr_m|n_views|models|renders|videos|checkpoints|data
 EXP_KEEP := model\.kind|train\.steps$$
 
 setup: $(VENV)/.installed

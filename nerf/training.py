@@ -362,7 +362,7 @@ class _Loop:
             self.live.step = step
             self.live.log_metric("train/loss", self.last_loss)
             self.live.log_metric("train/psnr", train_psnr)
-            self.live.log_metric("train/lr", self.optimizer.param_groups[0]["lr"])  # the last step's
+            self.live.log_metric("train/learning_rate", self.optimizer.param_groups[0]["lr"])  # the last step's
             self.live.log_metric("train/seconds", self.seconds)
 
 

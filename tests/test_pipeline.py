@@ -242,7 +242,7 @@ def test_killed_training_resumes_to_the_same_result(repo_copy):
     fresh = run("dvc", "repro", "--force", "--single-item", "train", cwd=repo_copy).stdout
     assert "training from step 0" in fresh
     weights_again, history_again = _trained(repo_copy)
-    assert history_again == history and len(history) == 3  # train loss and psnr, validation psnr
+    assert history_again == history and len(history) == 4  # train loss, psnr and learning rate, validation psnr
     assert weights_again.keys() == weights.keys()
     assert all(torch.equal(weights_again[k], weights[k]) for k in weights)
 

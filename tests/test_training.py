@@ -353,7 +353,7 @@ def test_a_time_budget_stops_training_and_decays_the_rate_over_it(crops, tmp_pat
     assert 3.0 <= summary.seconds < 3.0 + 1.0  # stopped after the step that spent the budget
     # The logged rate (each log's last step) fell with time, from lr towards lr_final
     # (3e-2 -> 3e-3), down to within a few steps' time of the end.
-    rows = (tmp_path / "live/plots/metrics/train/lr.tsv").read_text().splitlines()[1:]
+    rows = (tmp_path / "live/plots/metrics/train/learning_rate.tsv").read_text().splitlines()[1:]
     steps, rates = zip(*((int(step), float(lr)) for step, lr in (row.split() for row in rows)))
     assert steps[-1] == summary.steps and rates[0] < FAST.lr
     assert all(a > b for a, b in itertools.pairwise(rates))
