@@ -1,9 +1,8 @@
 """Training: batches of rays from the training views, MSE on colour, Adam, decaying rate.
 
 ``train`` runs the loop, logs to DVCLive (loss, train PSNR, learning rate, validation PSNR,
-seconds) and
-shows a tqdm bar; ``save_checkpoint``/``load_checkpoint`` keep the weights with the
-config that built them.
+seconds) and shows a tqdm bar; ``save_checkpoint``/``load_checkpoint`` keep the weights
+with the config that built them.
 """
 
 from __future__ import annotations
