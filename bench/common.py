@@ -57,15 +57,18 @@ def precision(params: Params, device: torch.device, model: Model) -> str:
     return arithmetic(params.train.precision, device, model)
 
 
+# fast's kernel choices (model.fast.<key>): the hash grid, the march, the volume rendering.
+KERNEL_KEYS = ("hash_kernel", "march_kernel", "render_kernel")
+
+
 def kernels(device: torch.device, model: Model) -> dict[str, str]:
-    """The code fast's steps run for the hash grid, the march and the volume rendering:
-    "torch" or "triton" each; "-" for the other kinds."""
+    """The code fast's steps run for each of KERNEL_KEYS: "torch" or "triton"; "-" for the
+    other kinds."""
     if not isinstance(model, FastModel):
-        return dict.fromkeys(("hash_kernel", "march_kernel", "render_kernel"), "-")
+        return dict.fromkeys(KERNEL_KEYS, "-")
     used = (model.field.grid.uses_triton(device), model.occupancy.uses_triton(device),
             model.render_uses_triton(device))
-    return {name: "triton" if fused else "torch"
-            for name, fused in zip(("hash_kernel", "march_kernel", "render_kernel"), used)}
+    return {key: "triton" if fused else "torch" for key, fused in zip(KERNEL_KEYS, used)}
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

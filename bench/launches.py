@@ -31,6 +31,7 @@ if not torch.cuda.is_available():
 from torch.profiler import DeviceType, ProfilerActivity, profile
 
 from bench.common import (
+    KERNEL_KEYS,
     REPO,
     add_params_arguments,
     kernels,
@@ -43,7 +44,6 @@ from bench.common import (
 from nerf.errors import run_stage
 from nerf.training import train
 
-CHOICES = ("hash_kernel", "march_kernel", "render_kernel")
 # Operations that launch nothing on a GPU (views, no-op conversions) and the copies Triton's
 # interpreter makes of the kernels' arguments.
 NO_LAUNCH = {"aten::view", "aten::unsqueeze", "aten::reshape", "aten::select", "aten::slice", "aten::t",
@@ -116,7 +116,7 @@ def main() -> None:
     device = torch.device(args.device)
     rows = []
     for choice in ("torch", "triton"):
-        overrides = [*args.overrides, *(f"model.fast.{key}={choice}" for key in CHOICES)]
+        overrides = [*args.overrides, *(f"model.fast.{key}={choice}" for key in KERNEL_KEYS)]
         row = count_launches(args.params, overrides, device, args.steps, args.warmup)
         print(", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         rows.append(row)

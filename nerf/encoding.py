@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nerf.kernels import check_choice, import_if_used, uses_triton
+from nerf.kernels import prepare, uses_triton
 
 
 def fourier_encode(x: Tensor, n_frequencies: int, scale: float = 1.0) -> Tensor:
@@ -159,10 +159,9 @@ class HashGrid(nn.Module):
         kernel: str = "torch",
     ) -> None:
         super().__init__()
-        check_choice(kernel)
         self.levels, self.features_per_level, self.bound = levels, features_per_level, bound
         self.kernel = kernel
-        import_if_used(kernel, "nerf.hash_kernel")
+        prepare(kernel, "nerf.hash_kernel")
         growth = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(levels - 1, 1))
         table = 2**log2_table_size
         resolutions, sizes, dense = [], [], []

@@ -1,10 +1,10 @@
 """Which code runs a fused-kernel choice: ``auto | torch | triton`` (``model.fast.hash_kernel``,
-``model.fast.march_kernel``).
+``model.fast.march_kernel``, ``model.fast.render_kernel``).
 
-The Triton kernels (:mod:`nerf.hash_kernel`, :mod:`nerf.march_kernel`) run on CUDA, or on the
-CPU in Triton's interpreter under ``TRITON_INTERPRET=1`` (how the CPU tests check them);
-everywhere else the PyTorch code runs. ``auto`` picks Triton on CUDA where the package is
-installed.
+The Triton kernels (:mod:`nerf.hash_kernel`, :mod:`nerf.march_kernel`,
+:mod:`nerf.render_kernel`) run on CUDA, or on the CPU in Triton's interpreter under
+``TRITON_INTERPRET=1`` (how the CPU tests check them); everywhere else the PyTorch code runs.
+``auto`` picks Triton on CUDA where the package is installed.
 """
 
 from __future__ import annotations
@@ -34,15 +34,12 @@ def triton_installed() -> bool:
     return True
 
 
-def check_choice(choice: str) -> None:
+def prepare(choice: str, module: str) -> None:
+    """Checks ``choice`` and imports the kernels' ``module`` now where ``choice`` may run it
+    (so that a resumable checkpoint's code digest covers it); auto runs kernels only on CUDA,
+    so a machine without it skips the import (~1 s)."""
     if choice not in CHOICES:
         raise ValueError(f"kernel must be auto, torch or triton, got {choice!r}")
-
-
-def import_if_used(choice: str, module: str) -> None:
-    """Imports the kernels' ``module`` now where ``choice`` may run it (so that a resumable
-    checkpoint's code digest covers it); auto runs kernels only on CUDA, so a machine
-    without it skips the import (~1 s)."""
     if choice == "triton" or (choice == "auto" and torch.cuda.is_available()):
         with contextlib.suppress(ImportError):  # no triton: the PyTorch path, or an error on CUDA
             importlib.import_module(module)

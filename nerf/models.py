@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from nerf.config import FastModelConfig, ModelConfig, NerfModelConfig, SeedModelConfig
 from nerf.encoding import HashGrid
 from nerf.fields import FastField, NerfField, SeedField
-from nerf.kernels import check_choice, import_if_used, uses_triton
+from nerf.kernels import prepare, uses_triton
 from nerf.occupancy import OccupancyGrid
 from nerf.rays import Rays, image_rays
 from nerf.rendering import (
@@ -134,8 +134,7 @@ class FastModel(_Scene):
             config.base_resolution, config.max_resolution, config.bound, config.hash_kernel,
         )
         self.field = FastField(grid, config.hidden, config.geo_features, config.sh_degree)
-        check_choice(config.render_kernel)
-        import_if_used(config.render_kernel, "nerf.render_kernel")
+        prepare(config.render_kernel, "nerf.render_kernel")
         self.occupancy = OccupancyGrid(
             config.grid_resolution, config.bound, config.grid_threshold, config.steps_per_diagonal,
             config.march_kernel,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nerf.kernels import check_choice, import_if_used, uses_triton
+from nerf.kernels import prepare, uses_triton
 from nerf.rays import Rays
 from nerf.sampling import ray_box
 
@@ -40,9 +40,8 @@ class OccupancyGrid(nn.Module):
         self, resolution: int, bound: float, threshold: float, steps_per_diagonal: int, kernel: str = "torch"
     ) -> None:
         super().__init__()
-        check_choice(kernel)
         self.resolution, self.bound, self.threshold, self.kernel = resolution, bound, threshold, kernel
-        import_if_used(kernel, "nerf.march_kernel")
+        prepare(kernel, "nerf.march_kernel")
         # March step in world units and the density whose one-step opacity is the threshold.
         self.step_size = 2 * bound * math.sqrt(3) / steps_per_diagonal
         self.sigma_threshold = -math.log(1.0 - threshold) / self.step_size
