@@ -32,7 +32,9 @@ def occupancy_grid(kernel: str) -> OccupancyGrid:
 
 
 def fast_model(kernel: str) -> FastModel:
-    return FastModel(FastModelConfig(**SMALL, render_kernel=kernel), 2.0, 6.0, torch.zeros(3))
+    # The hash grid's and the march's kernels plain PyTorch: on CUDA, auto would import theirs.
+    config = FastModelConfig(**SMALL, hash_kernel="torch", march_kernel="torch", render_kernel=kernel)
+    return FastModel(config, 2.0, 6.0, torch.zeros(3))
 
 
 RAY = Rays(torch.tensor([[0.0, 0.0, 3.0]]), torch.tensor([[0.0, 0.0, -1.0]]))
