@@ -3,18 +3,20 @@
 python -m bench.quality [--kinds fast nerf seed] [--points 5 10 30 60 120] [--devices cpu]
 python -m bench.quality --by steps --points 50 100      # PSNR after fixed step counts
 python -m bench.quality --set data.source=lego split.strategy=every_nth ...   # other data, params
+python -m bench.quality --from A.csv B.csv --out AB   # earlier runs' CSVs on one plot, a line per file
 
 Trains each kind with the pipeline's own loop and params.yaml's configs (with any --set
 overrides) on the split that params describe (the embedded sample by default); whenever
 training time (evaluation excluded) passes a time point, renders the held-out views and
 records their mean PSNR, the render time per view and the peak GPU memory so far. Writes
 bench/results/quality_<by>.csv and .png (PSNR against seconds or steps, one line per kind
-and device).
+and device; with --from, one line per CSV file, labelled by its name).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import time
 from pathlib import Path
@@ -93,15 +95,20 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
 
 
 def plot(rows: list[dict], path: Path, x: str) -> None:
+    """PSNR against ``x`` (seconds or step), one line per row label (``label`` where rows have
+    one, else kind and device)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def label(row: dict) -> str:
+        return row.get("label") or f"{row['kind']} ({row['device']})"
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key in dict.fromkeys((r["kind"], r["device"]) for r in rows):
-        points = [r for r in rows if (r["kind"], r["device"]) == key]
-        ax.plot([r[x] for r in points], [r["psnr"] for r in points], marker="o", label=f"{key[0]} ({key[1]})")
+    for key in dict.fromkeys(label(r) for r in rows):
+        points = [r for r in rows if label(r) == key]
+        ax.plot([float(r[x]) for r in points], [float(r["psnr"]) for r in points], marker="o", label=key)
     ax.set_xscale("log")
     ax.set_xlabel("training seconds (evaluation excluded)" if x == "seconds" else "training steps")
     ax.set_ylabel("mean held-out PSNR (dB)")
@@ -124,8 +131,18 @@ def main() -> None:
     add_params_arguments(parser)
     parser.add_argument("--out", type=Path, default=None,
                         help="CSV/PNG path stem (default: bench/results/quality_<by>)")
+    parser.add_argument("--from", nargs="+", type=Path, default=None, dest="replot", metavar="CSV",
+                        help="train nothing: draw these CSVs of earlier runs on one plot (--out's PNG)")
     args = parser.parse_args()
     args.out = args.out or REPO / "bench" / "results" / f"quality_{args.by}"
+    if args.replot:
+        rows = []
+        for path in args.replot:
+            with open(path, newline="") as f:
+                rows += [row | {"label": path.stem} for row in csv.DictReader(f)]
+        plot(rows, args.out.with_suffix(".png"), "seconds" if args.by == "seconds" else "step")
+        print(f"wrote {args.out.with_suffix('.png')}")
+        return
     rows = []
     for device in devices(args.devices):
         for kind in args.kinds:
