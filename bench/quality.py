@@ -135,12 +135,18 @@ def main() -> None:
                         help="train nothing: draw these CSVs of earlier runs on one plot (--out's PNG)")
     args = parser.parse_args()
     args.out = args.out or REPO / "bench" / "results" / f"quality_{args.by}"
+    x = "seconds" if args.by == "seconds" else "step"
     if args.replot:
         rows = []
         for path in args.replot:
+            if not path.is_file():
+                parser.error(f"--from: no file {path}")
             with open(path, newline="") as f:
-                rows += [row | {"label": path.stem} for row in csv.DictReader(f)]
-        plot(rows, args.out.with_suffix(".png"), "seconds" if args.by == "seconds" else "step")
+                reader = csv.DictReader(f)
+                if not {x, "psnr"} <= set(reader.fieldnames or ()):
+                    parser.error(f"--from: {path} has no {x} and psnr columns (not a bench.quality CSV)")
+                rows += [row | {"label": path.stem} for row in reader]
+        plot(rows, args.out.with_suffix(".png"), x)
         print(f"wrote {args.out.with_suffix('.png')}")
         return
     rows = []
@@ -149,7 +155,7 @@ def main() -> None:
             rows += curve(kind, device, args.points, args.by, args.params, args.overrides, args.steps,
                           args.eval_views)
     write_csv(args.out.with_suffix(".csv"), rows)
-    plot(rows, args.out.with_suffix(".png"), "seconds" if args.by == "seconds" else "step")
+    plot(rows, args.out.with_suffix(".png"), x)
     print(f"wrote {args.out.with_suffix('.csv')} and {args.out.with_suffix('.png')}")
 
 
