@@ -98,6 +98,16 @@ def write_params(folder: Path, **sections: dict) -> Path:
     return path
 
 
+def compile_for_h100(script: str, cache: Path) -> list[str]:
+    """Runs ``script`` (which compiles Triton kernels for sm_90 with Triton's own ptxas; no GPU
+    needed) outside the interpreter, with its own kernel cache; returns the words it printed."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TRITON_CACHE_DIR": str(cache)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.split()
+
+
 def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Runs ``stages/<name>`` as the pipeline does, in ``cwd``."""
     cmd = [sys.executable, str(REPO / "stages" / name), *args]

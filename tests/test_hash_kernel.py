@@ -8,16 +8,12 @@ run compiled on the GPU. Skipped where the ``triton`` package is not installed.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
-from conftest import REPO
+from conftest import compile_for_h100
 from test_encoding import BOUND, make_grid, reference_encoding, sample_points
 
 from nerf.encoding import HashGrid
@@ -108,8 +104,4 @@ def test_the_kernels_compile_to_machine_code_for_an_h100(tmp_path) -> None:
     # The interpreter runs the kernels' Python; this compiles them as a GPU run would, down to
     # sm_90 machine code with Triton's own ptxas (no GPU needed), both directions, a power-of-two
     # and a padded feature width. Atomic adds appear in the backward only.
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TRITON_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", COMPILE_FOR_H100], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["True", "False"] * 2 + ["True", "True"] * 2
+    assert compile_for_h100(COMPILE_FOR_H100, tmp_path) == ["True", "False"] * 2 + ["True", "True"] * 2

@@ -9,16 +9,12 @@ compiled on the GPU. Skipped where the ``triton`` package is not installed.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
-from conftest import REPO
+from conftest import compile_for_h100
 from test_occupancy import BOUND, camera_rays, sphere_density
 
 from nerf.occupancy import OccupancyGrid, PackedSamples
@@ -98,8 +94,4 @@ def test_the_kernel_compiles_to_machine_code_for_an_h100_without_fused_multiply_
     # The interpreter runs the kernel's Python; this compiles it as a GPU run would, down to
     # sm_90 machine code with Triton's own ptxas (no GPU needed). Fused multiply-adds would
     # round differently from the PyTorch march's separate multiplies and adds.
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TRITON_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", COMPILE_FOR_H100], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["True", "False", "True"]
+    assert compile_for_h100(COMPILE_FOR_H100, tmp_path) == ["True", "False", "True"]
