@@ -14,7 +14,7 @@ import yaml
 
 from nerf.config import ModelConfig, Params, SplitConfig, build
 from nerf.errors import ConfigError
-from nerf.models import FastModel, Model, build_model
+from nerf.models import FastModel, Model, SeedModel, build_model
 from nerf.scene import load_scene
 from nerf.split import split_scene
 from nerf.training import arithmetic
@@ -61,14 +61,18 @@ def precision(params: Params, device: torch.device, model: Model) -> str:
 KERNEL_KEYS = ("hash_kernel", "march_kernel", "render_kernel")
 
 
-def kernels(device: torch.device, model: Model) -> dict[str, str]:
-    """The code fast's steps run for each of KERNEL_KEYS: "torch" or "triton"; "-" for the
-    other kinds."""
-    if not isinstance(model, FastModel):
-        return dict.fromkeys(KERNEL_KEYS, "-")
-    used = (model.field.grid.uses_triton(device), model.occupancy.uses_triton(device),
-            model.render_uses_triton(device))
-    return {key: "triton" if fused else "torch" for key, fused in zip(KERNEL_KEYS, used)}
+def kernels(device: torch.device, model: Model, arithmetic: str) -> dict[str, str]:
+    """The code a training step runs, in ``arithmetic``, for each of fast's KERNEL_KEYS and
+    seed's mlp_kernel: "torch" or "triton"; "-" for the other kinds."""
+    used = dict.fromkeys((*KERNEL_KEYS, "mlp_kernel"), "-")
+    if isinstance(model, FastModel):
+        fused = (model.field.grid.uses_triton(device), model.occupancy.uses_triton(device),
+                 model.render_uses_triton(device))
+        used |= {key: "triton" if f else "torch" for key, f in zip(KERNEL_KEYS, fused)}
+    if isinstance(model, SeedModel):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=arithmetic == "bf16"):
+            used["mlp_kernel"] = "triton" if model.field.uses_triton(device) else "torch"
+    return used
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

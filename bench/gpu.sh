@@ -12,6 +12,9 @@
 #                                    # (PRECISION=auto COMPILE=false KERNEL=auto unless set;
 #                                    # KERNEL sets the hash, march and render kernels)
 #   bash bench/gpu.sh profile  OUT   # top kernels of seed and fast steps
+#   bash bench/gpu.sh seed     OUT   # seed's MLP kernels (model.seed.mlp_kernel): their CUDA
+#                                    # tests, the network's time per tiling (bench.mlp_tiles),
+#                                    # steps/s with the kernels and with the PyTorch code, profiles
 #   bash bench/gpu.sh tune     OUT [LEGO]   # full size, after the occupancy grid has pruned:
 #                                    # step speed with each Triton kernel swapped for the
 #                                    # PyTorch code, per arithmetic and compiled; a profile;
@@ -25,7 +28,7 @@
 # full-size training budget, default 300), EXTRA_SET (more KEY=VALUE overrides for every
 # full-size run, e.g. split.image_size=100 for a quick dry run).
 set -uo pipefail
-usage="usage: bash bench/gpu.sh all|speed|embedded|full|profile|tune OUT"
+usage="usage: bash bench/gpu.sh all|speed|embedded|full|profile|seed|tune OUT"
 part=${1:?$usage}
 out=${2:?$usage}
 mkdir -p "$out"
@@ -79,6 +82,32 @@ full)
 profile)
   $py -m bench.profile --device $device --kinds seed fast --out "$out" || echo "profile failed"
   ;;
+seed)
+  # The seed target (>= 100 steps/s at the seed's configuration) with the fused MLP kernels.
+  # Results appended to OUT/seed.tar as each part ends. MLP_TILINGS: ROWS/N/K/WARPS/STAGES
+  # tilings to time (the first is nerf.mlp_kernel's default).
+  res=$(mktemp -d)
+  keep() { (cd "$res" && tar -rf "$out/seed.tar" "$@" 2>/dev/null); }
+  started=$SECONDS
+  NERF_TEST_DEVICE=$device timeout 240 $py -m pytest -q -p no:cacheprovider tests/test_mlp_kernel.py \
+    tests/test_devices.py -k "seed or mlp" > "$res/test_seed.txt" 2>&1; echo "tests: exit $?" | tee -a "$res/test_seed.txt"
+  keep test_seed.txt
+  echo "[$((SECONDS - started)) s] tests done"
+  $py -m bench.mlp_tiles --tilings ${MLP_TILINGS:-128/128/64/8/2 128/128/64/8/3 128/128/32/8/4 64/128/64/4/2 128/256/64/8/2} \
+    --out "$res/mlp_tiles.csv" || echo "mlp_tiles failed"
+  keep mlp_tiles.csv
+  echo "[$((SECONDS - started)) s] tilings done"
+  for kernel in triton torch; do
+    $py -m bench.speed --devices $device --kinds seed --steps 30 --warmup 15 --set model.seed.mlp_kernel=$kernel \
+      --out "$res/speed_seed_$kernel.csv" || echo "speed $kernel failed"
+    keep "speed_seed_$kernel.csv"
+    $py -m bench.profile --device $device --kinds seed --set model.seed.mlp_kernel=$kernel --out "$res/$kernel" \
+      || echo "profile $kernel failed"
+    mv "$res/$kernel/profile_seed_$device.txt" "$res/profile_seed_${kernel}_$device.txt" 2>/dev/null
+    keep "profile_seed_${kernel}_$device.txt"
+    echo "[$((SECONDS - started)) s] $kernel done"
+  done
+  ;;
 all)
   # 1. The CUDA tests (tests/test_devices.py, and the Triton kernels' tests, compiled on the
   #    GPU), with pytest installed from .gpu_wheels where the machine lacks it
@@ -102,8 +131,8 @@ all)
     keep pip.txt
   fi
   NERF_TEST_DEVICE=$device timeout 240 $py -m pytest -q -p no:cacheprovider tests/test_devices.py \
-    tests/test_hash_kernel.py tests/test_march_kernel.py tests/test_render_kernel.py tests/test_kernels.py \
-    > "$res/test_devices.txt" 2>&1; echo "test_devices: exit $?" | tee -a "$res/test_devices.txt"
+    tests/test_hash_kernel.py tests/test_march_kernel.py tests/test_render_kernel.py tests/test_mlp_kernel.py \
+    tests/test_kernels.py > "$res/test_devices.txt" 2>&1; echo "test_devices: exit $?" | tee -a "$res/test_devices.txt"
   keep test_devices.txt
   echo "[$((SECONDS - started)) s] tests done"
   $py -m bench.speed --devices $device --kinds fast --steps 64 --warmup ${ALL_WARMUP:-300} \

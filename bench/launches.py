@@ -39,6 +39,7 @@ from bench.common import (
     machine,
     make_model,
     params_with,
+    precision,
     write_csv,
 )
 from nerf.errors import run_stage
@@ -96,7 +97,7 @@ def count_launches(params_path: Path, overrides: list[str], device: torch.device
     top = sorted(per_step.items(), key=lambda item: -item[1])[:8]
     return {
         "device": machine(device),
-        **kernels(device, model),
+        **kernels(device, model, precision(params, device, model)),
         "launches_per_step": round(sum(per_step.values()), 1),
         "of_which_adam": round((long_adam - short_adam) / steps, 1),
         "top": "; ".join(f"{name} {count:g}" for name, count in top),

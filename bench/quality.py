@@ -50,12 +50,12 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
     rows: list[dict] = []
     arithmetic = precision(params, device, model)
     compiled = params.train.compile
-    used = kernels(device, model)
+    used = kernels(device, model, arithmetic)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     print(f"{kind} on {device}: {train_views.n_views} training views of {train_views.width}x"
           f"{train_views.height}, {test_views.n_views} held out; {arithmetic}, compiled {compiled}, "
-          f"kernels (hash, march, render) {'/'.join(used.values())}", flush=True)
+          f"kernels (hash, march, render, mlp) {'/'.join(used.values())}", flush=True)
 
     # GiB, training only: the device's peak is reset after each evaluation. NaN on the CPU.
     train_peak = 0.0 if device.type == "cuda" else float("nan")

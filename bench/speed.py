@@ -71,7 +71,7 @@ def measure(kind: str, device: torch.device, steps: int, warmup: int, params_pat
         "device": machine(device),
         "precision": precision(params, device, model),
         "compiled": params.train.compile,
-        **kernels(device, model),
+        **kernels(device, model, precision(params, device, model)),
         "steps_per_s": round(1 / step_s, 3),
         "rays_per_s": round(n_rays / step_s),
         "samples_per_s": round(n_samples / step_s),

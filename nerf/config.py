@@ -93,6 +93,11 @@ class SplitConfig:
     val_views: int = _range(4, ge=0)
 
 
+def fits_mlp_kernel(width: int) -> bool:
+    """Whether nerf.mlp_kernel takes an MLP this wide: a power of two, at least 16."""
+    return width >= 16 and width & (width - 1) == 0
+
+
 @dataclass(frozen=True)
 class SeedModelConfig:
     """The notebook's model: one MLP on the Fourier-encoded (position, direction) 6-vector.
@@ -108,6 +113,17 @@ class SeedModelConfig:
     samples: int = _range(80, ge=1)
     lr: float = _range(5e-4, gt=0.0)
     lr_final: float = _range(5e-4, gt=0.0)
+    # The MLP's code on CUDA (nerf.mlp_kernel): torch (plain PyTorch), triton (two fused
+    # kernels, in bf16 wherever they run; needs the triton package and a width that is a power
+    # of two, at least 16) or auto (triton under bf16 autocast, as train.precision auto trains
+    # on CUDA, where the package is installed and the width fits; else PyTorch).
+    mlp_kernel: Literal["auto", "torch", "triton"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.mlp_kernel == "triton" and not fits_mlp_kernel(self.width):
+            raise ConfigError(f"model.seed.mlp_kernel is triton, which needs model.seed.width a power of two "
+                              f"and at least 16, got {self.width}: set it to auto or torch")
+
 
 
 @dataclass(frozen=True)

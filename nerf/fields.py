@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nerf.config import fits_mlp_kernel
 from nerf.encoding import HashGrid, SphericalHarmonics, fourier_dim, fourier_encode
+from nerf.kernels import prepare, uses_triton
 
 
 class SkipMLP(nn.Module):
@@ -36,17 +38,38 @@ class SkipMLP(nn.Module):
 class SeedField(nn.Module):
     """The seed notebook's field: Fourier features (scale pi) of the 6-vector
     (position, direction), one MLP, sigmoid colour and ReLU density from a 4-wide head.
-    Density depends on the view direction, as in the seed."""
+    Density depends on the view direction, as in the seed.
 
-    def __init__(self, frequencies: int = 10, width: int = 256, depth: int = 8, skip: int = 5) -> None:
+    ``mlp_kernel`` (``model.seed.mlp_kernel``): where the encoding, MLP and head run as the
+    fused kernels of :mod:`nerf.mlp_kernel` (see :meth:`uses_triton`)."""
+
+    def __init__(self, frequencies: int = 10, width: int = 256, depth: int = 8, skip: int = 5,
+                 mlp_kernel: str = "auto") -> None:
         super().__init__()
         self.frequencies = frequencies
         self.mlp = SkipMLP(fourier_dim(6, frequencies), width, depth, skip)
         self.head = nn.Linear(width, 4)
+        self.mlp_kernel = mlp_kernel
+        prepare(mlp_kernel, "nerf.mlp_kernel")
+
+    def uses_triton(self, device: torch.device) -> bool:
+        """Whether a forward pass on ``device`` now runs the fused kernels: ``triton`` on CUDA
+        or under the interpreter; ``auto`` on CUDA under bf16 autocast, where the width fits."""
+        if not uses_triton(self.mlp_kernel, device, "model.seed.mlp_kernel"):
+            return False
+        if self.mlp_kernel == "triton":
+            return True
+        return (fits_mlp_kernel(self.head.in_features) and torch.is_autocast_enabled(device.type)
+                and torch.get_autocast_dtype(device.type) == torch.bfloat16)
 
     def forward(self, points: Tensor, directions: Tensor) -> tuple[Tensor, Tensor]:
-        x = fourier_encode(torch.cat([points, directions], dim=-1), self.frequencies, torch.pi)
-        out = self.head(self.mlp(x))
+        inputs = torch.cat([points, directions], dim=-1)  # (n, 6)
+        if self.uses_triton(points.device):
+            from nerf.mlp_kernel import seed_mlp
+
+            out = seed_mlp(inputs, self.frequencies, torch.pi, list(self.mlp.layers), self.mlp.skip, self.head)
+        else:
+            out = self.head(self.mlp(fourier_encode(inputs, self.frequencies, torch.pi)))
         return torch.sigmoid(out[:, :3]), F.relu(out[:, 3])
 
 

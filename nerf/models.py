@@ -76,7 +76,7 @@ class SeedModel(_Scene):
     def __init__(self, config: SeedModelConfig, near: float, far: float, background: Tensor) -> None:
         super().__init__(near, far, background)
         self.config = config
-        self.field = SeedField(config.frequencies, config.width, config.depth, config.skip)
+        self.field = SeedField(config.frequencies, config.width, config.depth, config.skip, config.mlp_kernel)
 
     def rays_per_batch(self) -> int | None:
         return None

@@ -7,6 +7,7 @@ second CPU copy, which checks the tests themselves on any machine.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 import numpy as np
@@ -34,10 +35,12 @@ SMALL_SEED = SeedModelConfig(frequencies=6, width=64, depth=4, skip=2, samples=3
 
 
 def model_on(kind: str, device: torch.device, kernels: str = "auto"):
-    """``kernels``: the choice for fast's hash grid, march and volume rendering alike."""
+    """``kernels``: the choice for fast's hash grid, march and volume rendering alike, and for
+    seed's MLP."""
     torch.manual_seed(0)
     fast = FastModelConfig(hash_kernel=kernels, march_kernel=kernels, render_kernel=kernels)
-    config = ModelConfig(kind=kind, seed=SMALL_SEED, fast=fast)
+    seed = dataclasses.replace(SMALL_SEED, mlp_kernel=kernels)
+    config = ModelConfig(kind=kind, seed=seed, fast=fast)
     return build_model(config, NEAR, FAR, torch.zeros(3)).to(device)
 
 
@@ -122,3 +125,18 @@ def test_the_triton_kernels_train_like_the_pytorch_code(crops) -> None:
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=0.05)
     untrained = model_on("fast", DEVICE).field.grid.table
     assert not torch.equal(model.field.grid.table.detach(), untrained)  # the Triton run's table learned
+
+
+def test_the_seed_mlp_kernels_train_like_the_pytorch_code(crops) -> None:
+    needs_the_triton_kernels("triton")
+    # The central 20x20 of every 8th crop: seed trains on whole images, and a CPU check of
+    # this test (NERF_TEST_DEVICE=cpu) runs the kernels in Triton's interpreter.
+    views = crops.subset(range(0, 64, 8))
+    train_views = Views(views.images[:, 10:30, 10:30], views.poses, views.focal, views.names, views.background)
+    losses = []
+    for kernels in ("torch", "triton"):
+        model = model_on("seed", DEVICE, kernels)
+        config = TrainConfig(steps=10, log_every=10, val_every=10**9, device=DEVICE.type, seed=0, precision="bf16")
+        losses.append(train(model, train_views, None, config, DEVICE, progress=False).loss)
+    # Both bf16; the kernels round the head and the features' sums at other points.
+    assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=0.05)

@@ -1,0 +1,103 @@
+"""Time of seed's MLP forward and backward per tiling of its Triton kernels (nerf.mlp_kernel),
+against the PyTorch code under bf16 autocast: the network alone, at the seed's configuration
+(one 100x100 image of 80 samples a step = 800,000 samples; params.yaml's model.seed).
+
+Each tiling is ROWS/N/K/WARPS/STAGES (nerf.mlp_kernel's BLOCK_ROWS, BLOCK_N, BLOCK_K, WARPS,
+STAGES); its outputs are checked against the first tiling's (the same sums in another order).
+Prints and writes CSV; medians of the timed repeats. Without CUDA the kernels run in Triton's
+interpreter: a dry run of the script (use --samples 1000), not a measurement.
+
+    python -m bench.mlp_tiles --tilings 128/128/64/8/2 128/128/64/8/3 64/128/64/4/2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel module is imported
+
+from bench.common import REPO, machine, params_with, write_csv
+from nerf import mlp_kernel
+from nerf.encoding import fourier_encode
+from nerf.errors import ConfigError, run_stage
+from nerf.fields import SeedField
+
+TILES = ("BLOCK_ROWS", "BLOCK_N", "BLOCK_K", "WARPS", "STAGES")
+
+
+def timed(fn, device: torch.device, repeats: int, warmup: int) -> float:
+    """Median milliseconds of ``fn()`` over ``repeats`` runs after ``warmup``."""
+    times = []
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tilings", nargs="+", default=["128/128/64/8/2"], help="ROWS/N/K/WARPS/STAGES")
+    parser.add_argument("--samples", type=int, default=800_000)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "mlp_tiles.csv")
+    args = parser.parse_args()
+    tilings = []
+    for text in args.tilings:
+        parts = text.split("/")
+        if len(parts) != len(TILES) or not all(p.isdigit() for p in parts):
+            raise ConfigError(f"--tilings {text}: expected ROWS/N/K/WARPS/STAGES, five integers, e.g. 128/128/64/8/2")
+        tilings.append(dict(zip(TILES, map(int, parts))))
+    config = params_with(args.params, "seed").model.seed
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    field = SeedField(config.frequencies, config.width, config.depth, config.skip, "triton").to(device)
+    inputs = torch.rand(args.samples, 6, device=device) * 2 - 1
+    upstream = torch.randn(args.samples, 4, device=device)
+    layers = list(field.mlp.layers)
+
+    def fused() -> torch.Tensor:
+        out = mlp_kernel.seed_mlp(inputs, config.frequencies, torch.pi, layers, config.skip, field.head)
+        (out * upstream).sum().backward()
+        return out
+
+    def pytorch() -> torch.Tensor:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = field.head(field.mlp(fourier_encode(inputs, config.frequencies, torch.pi))).float()
+        (out * upstream).sum().backward()
+        return out
+
+    rows = [{"code": "pytorch (bf16 autocast)", "ms": round(timed(pytorch, device, args.repeats, args.warmup), 3),
+             "max_difference": ""}]
+    print(f"{machine(device)}, {args.samples} samples, {config.depth}x{config.width}: {rows[0]}", flush=True)
+    first = None
+    for tiling in tilings:
+        for name, value in tiling.items():
+            setattr(mlp_kernel, name, value)
+        out = fused().detach()
+        first = out if first is None else first
+        row = {"code": "triton " + "/".join(map(str, tiling.values())),
+               "ms": round(timed(fused, device, args.repeats, args.warmup), 3),
+               "max_difference": float((out - first).abs().max())}
+        print(row, flush=True)
+        rows.append(row)
+    write_csv(args.out, [{"device": machine(device), "samples": args.samples, **row} for row in rows])
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
