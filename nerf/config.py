@@ -116,8 +116,9 @@ class SeedModelConfig:
     # The MLP's code on CUDA (nerf.mlp_kernel): torch (plain PyTorch), triton (two fused
     # kernels, in bf16 wherever they run; needs the triton package and a width that is a power
     # of two, at least 16) or auto (triton under bf16 autocast, as train.precision auto trains
-    # on CUDA, where the package is installed and the width fits; else PyTorch).
-    mlp_kernel: Literal["auto", "torch", "triton"] = "auto"
+    # on CUDA, where the package is installed and the width fits; else PyTorch). The default
+    # stays torch until the kernels are measured on a GPU: they were written without one.
+    mlp_kernel: Literal["auto", "torch", "triton"] = "torch"
 
     def __post_init__(self) -> None:
         if self.mlp_kernel == "triton" and not fits_mlp_kernel(self.width):

@@ -44,7 +44,7 @@ class SeedField(nn.Module):
     fused kernels of :mod:`nerf.mlp_kernel` (see :meth:`uses_triton`)."""
 
     def __init__(self, frequencies: int = 10, width: int = 256, depth: int = 8, skip: int = 5,
-                 mlp_kernel: str = "auto") -> None:
+                 mlp_kernel: str = "torch") -> None:
         super().__init__()
         self.frequencies = frequencies
         self.mlp = SkipMLP(fourier_dim(6, frequencies), width, depth, skip)
