@@ -171,7 +171,8 @@ class _SeedMLP(torch.autograd.Function):
         depth, width = len(weights), weights[0].shape[0]
         features = weights[0].shape[1]
         padded = triton.next_power_of_2(max(features, 16))
-        hidden_t = torch.stack([w[:, :width].t() for w in weights[1:]]).to(torch.bfloat16).contiguous()
+        hidden = [w[:, :width].t() for w in weights[1:]] or [weights[0].new_zeros(width, width)]  # depth 1: unused
+        hidden_t = torch.stack(hidden).to(torch.bfloat16).contiguous()
         # The first layer's weights and the skip layer's for the features (zeros without one).
         skip_w = weights[skip][:, width:] if 0 < skip < depth else weights[0].new_zeros(width, features)
         in_t = torch.stack([_padded(weights[0], padded), _padded(skip_w, padded)]).contiguous()

@@ -63,6 +63,7 @@ def outputs_and_grads(field: SeedField, inputs: Tensor, upstream: Tensor, fused:
     (300, 10, 64, 8, 5),  # the seed's shape, narrower
     (BLOCK_ROWS + 1, 4, 32, 3, 1),  # a second block with one sample; skip into the first hidden layer
     (77, 0, 16, 2, 0),  # no skip, raw inputs only (6 features)
+    (40, 2, 16, 1, 1),  # one layer: no hidden product, the skip index past the last layer
     (150, 10, 256, 3, 2),  # the seed's width: two column blocks per layer
 ])
 def test_the_kernels_match_pytorch_with_their_roundings_in_value_and_gradient(n, frequencies, width, depth,
