@@ -205,13 +205,14 @@ class _SeedMLP(torch.autograd.Function):
             _backward[(blocks,)](grad_out, n, hidden_t, head, acts, grads, bias_grads, WIDTH=width, DEPTH=depth,
                                  **_blocks(width, ctx.padded))
         x = encoded[:, :ctx.features]
+        bias = bias_grads.sum(0)  # (depth, width): the programs' partial sums
         params: list[Tensor] = []
         for layer in range(depth):
             g = grads[layer].t()
             w = g @ (x if layer == 0 else acts[layer - 1])
             if layer == ctx.skip and layer > 0:
                 w = torch.cat([w, g @ x], dim=1)
-            params += [w.float(), bias_grads[:, layer].sum(0)]
+            params += [w.float(), bias[layer]]
         params += [(grad_out.t().to(torch.bfloat16) @ acts[-1]).float(), grad_out.sum(0)]
         return None, None, None, None, None, *params
 
