@@ -126,7 +126,6 @@ class SeedModelConfig:
                               f"and at least 16, got {self.width}: set it to auto or torch")
 
 
-
 @dataclass(frozen=True)
 class NerfModelConfig:
     """The NeRF paper's model: coarse and fine MLPs, view-direction branch."""
