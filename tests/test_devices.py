@@ -16,7 +16,7 @@ import torch
 from conftest import REPO
 
 from nerf.config import FastModelConfig, ModelConfig, SeedModelConfig, TrainConfig
-from nerf.models import build_model
+from nerf.models import Model, build_model
 from nerf.rays import image_rays
 from nerf.scene import load_scene
 from nerf.training import arithmetic, evaluate_views, train
@@ -113,14 +113,21 @@ def test_compiled_bf16_training_on_the_device_matches_eager_loosely(crops) -> No
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=0.05)
 
 
-def test_the_triton_kernels_train_like_the_pytorch_code(crops) -> None:
-    needs_the_triton_kernels("triton")
-    train_views = crops.subset(range(0, 64, 8))
+def train_with_each_code(kind: str, train_views: Views, steps: int, precision: str) -> tuple[list[float], Model]:
+    """The final losses of ``kind`` trained with the PyTorch code and with the Triton kernels,
+    from the same initial weights and seed; and the model the kernels trained."""
     losses = []
     for kernels in ("torch", "triton"):
-        model = model_on("fast", DEVICE, kernels)
-        config = TrainConfig(steps=20, log_every=20, val_every=10**9, device=DEVICE.type, seed=0, precision="fp32")
+        model = model_on(kind, DEVICE, kernels)
+        config = TrainConfig(steps=steps, log_every=steps, val_every=10**9, device=DEVICE.type, seed=0,
+                             precision=precision)
         losses.append(train(model, train_views, None, config, DEVICE, progress=False).loss)
+    return losses, model
+
+
+def test_the_triton_kernels_train_like_the_pytorch_code(crops) -> None:
+    needs_the_triton_kernels("triton")
+    losses, model = train_with_each_code("fast", crops.subset(range(0, 64, 8)), 20, "fp32")
     # Same steps; atomic adds sum in another order, so the runs drift apart only slightly.
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=0.05)
     untrained = model_on("fast", DEVICE).field.grid.table
@@ -133,10 +140,6 @@ def test_the_seed_mlp_kernels_train_like_the_pytorch_code(crops) -> None:
     # this test (NERF_TEST_DEVICE=cpu) runs the kernels in Triton's interpreter.
     views = crops.subset(range(0, 64, 8))
     train_views = Views(views.images[:, 10:30, 10:30], views.poses, views.focal, views.names, views.background)
-    losses = []
-    for kernels in ("torch", "triton"):
-        model = model_on("seed", DEVICE, kernels)
-        config = TrainConfig(steps=10, log_every=10, val_every=10**9, device=DEVICE.type, seed=0, precision="bf16")
-        losses.append(train(model, train_views, None, config, DEVICE, progress=False).loss)
+    losses, _ = train_with_each_code("seed", train_views, 10, "bf16")
     # Both bf16; the kernels round the head and the features' sums at other points.
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=0.05)
