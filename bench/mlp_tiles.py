@@ -3,7 +3,8 @@ against the PyTorch code under bf16 autocast: the network alone, at the seed's c
 (one 100x100 image of 80 samples a step = 800,000 samples; params.yaml's model.seed).
 
 Each tiling is ROWS/N/K/WARPS/STAGES (nerf.mlp_kernel's BLOCK_ROWS, BLOCK_N, BLOCK_K, WARPS,
-STAGES); its outputs are checked against the first tiling's (the same sums in another order).
+STAGES); its outputs are compared with the first tiling's (max_difference: the same sums in
+another order, so rounding-sized).
 Prints and writes CSV; medians of the timed repeats. Without CUDA the kernels run in Triton's
 interpreter: a dry run of the script (use --samples 1000), not a measurement.
 
