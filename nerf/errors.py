@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
+import zipfile
 from collections.abc import Callable
 
 
@@ -20,6 +22,18 @@ class DataError(NerfError):
 
 class TrainingError(NerfError):
     """Training cannot go on (e.g. the loss became non-finite)."""
+
+
+# What reading a damaged file may raise: torch.load, np.load and zipfile on truncated or
+# foreign bytes, and the lookups into what they return.
+UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, zipfile.BadZipFile,
+              pickle.UnpicklingError)
+
+
+def describe(err: BaseException) -> str:
+    """``TypeName: first line of its message``: a library's error, quoted inside one of ours."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def run_stage(main: Callable[[], None]) -> None:

@@ -11,7 +11,6 @@ changed.
 from __future__ import annotations
 
 import hashlib
-import pickle
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from nerf.errors import UNREADABLE, describe
 from nerf.io import atomic_file, sha256_file
 
 CHECKPOINT = "last.pt"
@@ -105,9 +105,8 @@ def load(path: Path, fingerprint: Mapping[str, str], steps: int, seconds: float 
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         state, logs, old = saved["state"], saved["logs"], saved["fingerprint"]
-    except (OSError, EOFError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        return Resume(None, {}, f"{path} is unreadable ({type(err).__name__}: {reason}); starting over from step 0")
+    except UNREADABLE as err:
+        return Resume(None, {}, f"{path} is unreadable ({describe(err)}); starting over from step 0")
     changed = differences(old, fingerprint)
     if changed:
         shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")

@@ -21,7 +21,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nerf.config import ModelConfig, TrainConfig, build, to_dict
-from nerf.errors import DataError, TrainingError
+from nerf.errors import UNREADABLE, ConfigError, DataError, TrainingError, describe
 from nerf.io import atomic_file
 from nerf.metrics import mse_to_psnr, psnr
 from nerf.models import Model, build_model, render_image
@@ -387,9 +387,13 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found; run the train stage first (dvc repro train)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    config = build(ModelConfig, state["model_config"], "model")
-    model = build_model(config, state["near"], state["far"], state["background"])
-    model.load_state_dict(state["state_dict"])
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        config = build(ModelConfig, state["model_config"], "model")
+        model = build_model(config, state["near"], state["far"], state["background"])
+        model.load_state_dict(state["state_dict"])
+    except (ConfigError, *UNREADABLE) as err:
+        raise DataError(f"{path}: not a model checkpoint this code can read ({describe(err)}); "
+                        "retrain it (dvc repro train)") from None
     return model.to(device), state
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nerf.errors import DataError
+from nerf.errors import UNREADABLE, DataError, describe
 from nerf.io import atomic_file
 
 
@@ -83,19 +83,23 @@ def load_views(path: str | Path) -> Views:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found; run the split stage first (dvc repro split)")
-    with np.load(path) as data:
-        missing = {"images", "poses", "focal", "names", "background"} - set(data.files)
-        if missing:
-            raise DataError(f"{path}: missing arrays {sorted(missing)}; not a split file")
-        alpha = data["alpha"].astype(np.float32) if "alpha" in data.files else None
-        if alpha is not None and alpha.shape != data["images"].shape[:3]:
-            raise DataError(f"{path}: alpha has shape {alpha.shape}, expected {data['images'].shape[:3]} "
-                            "(one value per pixel); rerun the split stage")
-        return Views(
-            images=data["images"].astype(np.float32),
-            poses=data["poses"].astype(np.float32),
-            focal=float(data["focal"]),
-            names=tuple(str(n) for n in data["names"]),
-            background=data["background"].astype(np.float32),
-            alpha=alpha,
-        )
+    try:
+        with np.load(path) as data:
+            missing = {"images", "poses", "focal", "names", "background"} - set(data.files)
+            if missing:
+                raise DataError(f"{path}: missing arrays {sorted(missing)}; not a split file")
+            alpha = data["alpha"].astype(np.float32) if "alpha" in data.files else None
+            if alpha is not None and alpha.shape != data["images"].shape[:3]:
+                raise DataError(f"{path}: alpha has shape {alpha.shape}, expected {data['images'].shape[:3]} "
+                                "(one value per pixel); rerun the split stage")
+            return Views(
+                images=data["images"].astype(np.float32),
+                poses=data["poses"].astype(np.float32),
+                focal=float(data["focal"]),
+                names=tuple(str(n) for n in data["names"]),
+                background=data["background"].astype(np.float32),
+                alpha=alpha,
+            )
+    except UNREADABLE as err:
+        raise DataError(f"{path}: not a readable split file ({describe(err)}); rerun the split stage "
+                        "(dvc repro -f split)") from None

@@ -159,6 +159,15 @@ def test_alpha_of_the_wrong_shape_is_named(tmp_path):
         load_views(tmp_path / "v.npz")
 
 
+@pytest.mark.parametrize("keep", [0, 200, -40], ids=["empty", "truncated", "last-bytes-cut"])
+def test_a_damaged_split_file_is_named_not_a_traceback(tmp_path, keep):
+    save_views(tmp_path / "v.npz", split_scene(make_scene(), SplitConfig())[0]["train"])
+    data = (tmp_path / "v.npz").read_bytes()
+    (tmp_path / "v.npz").write_bytes(data[:keep])
+    with pytest.raises(DataError, match=r"v\.npz: not a readable split file \(\w+.*\); rerun the split stage"):
+        load_views(tmp_path / "v.npz")
+
+
 def test_rgb_source_keeps_black(capsys):
     scene = make_scene()
     parts, manifest = split_scene(scene, SplitConfig(background="white", val_views=0))

@@ -394,6 +394,23 @@ def test_load_checkpoint_missing_file(tmp_path) -> None:
         load_checkpoint(tmp_path / "nope.pt")
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not a checkpoint", "unknown config key"])
+def test_load_checkpoint_names_a_damaged_file(tmp_path, damage) -> None:
+    model, config = fast_model(4)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, config)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "not a checkpoint":
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        state = torch.load(path, weights_only=True)
+        state["model_config"]["fast"]["colour"] = 1
+        torch.save(state, path)
+    with pytest.raises(DataError, match=r"model\.pt: not a model checkpoint this code can read \(\w+.*\); retrain"):
+        load_checkpoint(path)
+
+
 def test_pick_device() -> None:
     assert pick_device("cpu") == CPU
     assert pick_device("auto").type in {"cpu", "cuda", "mps"}
