@@ -226,8 +226,9 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RenderConfig:
-    # Rays per forward pass when rendering whole images.
-    chunk: int = _range(4096, ge=1)
+    # Rays per forward pass when rendering whole images; None: nerf.models.default_chunk
+    # for the device (1024 on the CPU, 16384 on a GPU).
+    chunk: int | None = _range(None, ge=1)
 
 
 @dataclass(frozen=True)

@@ -190,14 +190,24 @@ def build_model(config: ModelConfig, near: float, far: float, background: Tensor
     return kinds[config.kind](getattr(config, config.kind), near, far, background)
 
 
+def default_chunk(device: torch.device) -> int:
+    """Rays per forward pass when ``render.chunk`` is null. On the CPU a pass's intermediates
+    outgrow the caches: on the development machine 1024-ray passes made the video stage ~20%
+    faster than 8192-ray ones (README). A GPU wants large passes to stay busy."""
+    return 1024 if device.type == "cpu" else 16384
+
+
 @torch.no_grad()
-def render_image(model: Model, pose: Tensor, height: int, width: int, focal: float, chunk: int) -> RenderOutput:
-    """Renders one whole view (deterministic samples), ``chunk`` rays at a time.
+def render_image(model: Model, pose: Tensor, height: int, width: int, focal: float,
+                 chunk: int | None = None) -> RenderOutput:
+    """Renders one whole view (deterministic samples), ``chunk`` rays at a time (None: the
+    device's :func:`default_chunk`); the result does not depend on ``chunk``.
 
     pose: (4, 4) on the model's device. Returns rgb (height, width, 3), depth and
     opacity (height, width).
     """
     rays = image_rays(pose, height, width, focal)
+    chunk = chunk or default_chunk(pose.device)
     parts = [model.render_rays(rays[i : i + chunk], randomized=False) for i in range(0, len(rays), chunk)]
     return RenderOutput(
         rgb=torch.cat([p.rgb for p in parts]).reshape(height, width, 3),

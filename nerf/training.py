@@ -164,7 +164,7 @@ def learning_rate(progress: float, lr: float, lr_final: float) -> float:
     return lr * (lr_final / lr) ** progress
 
 
-def evaluate_views(model: Model, views: Views, chunk: int, device: torch.device) -> float:
+def evaluate_views(model: Model, views: Views, chunk: int | None, device: torch.device) -> float:
     """Mean PSNR (dB) of the model's renders of ``views``."""
     model.eval()
     scores = []
@@ -184,7 +184,7 @@ def train(
     config: TrainConfig,
     device: torch.device,
     live: Any | None = None,
-    chunk: int = 4096,
+    chunk: int | None = None,
     progress: bool = True,
     on_step: Callable[[int, float], bool] | None = None,
     resume: dict | None = None,
@@ -219,7 +219,7 @@ class _Loop:
         config: TrainConfig,
         device: torch.device,
         live: Any | None,
-        chunk: int,
+        chunk: int | None,
         resume: dict | None,
     ) -> None:
         self.model, self.val_views, self.config = model, val_views, config

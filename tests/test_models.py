@@ -9,7 +9,7 @@ import torch
 from test_rays import look_at
 
 from nerf.config import FastModelConfig, ModelConfig, NerfModelConfig, SeedModelConfig
-from nerf.models import FastModel, NerfModel, SeedModel, build_model, render_image
+from nerf.models import FastModel, NerfModel, SeedModel, build_model, default_chunk, render_image
 from nerf.rays import Rays, image_rays
 
 NEAR, FAR = 2.0, 6.0
@@ -84,6 +84,15 @@ def test_render_image_shapes_and_chunking_match_render_rays(kind) -> None:
         whole = model.render_rays(image_rays(POSE, h, w, 5.0), randomized=False)
     assert torch.allclose(out.rgb.reshape(-1, 3), whole.rgb, atol=1e-6)
     assert torch.allclose(out.depth.reshape(-1), whole.depth, atol=1e-5)
+
+
+def test_render_image_default_chunk_is_the_devices() -> None:
+    assert default_chunk(torch.device("cpu")) == 1024 and default_chunk(torch.device("cuda")) == 16384
+    # 40 x 30 = 1200 rays: two passes at the CPU's default, the same image as one pass.
+    model = tiny_model("fast")
+    out = render_image(model, POSE, 40, 30, 5.0)
+    whole = render_image(model, POSE, 40, 30, 5.0, chunk=1200)
+    assert torch.allclose(out.rgb, whole.rgb, atol=1e-6) and torch.allclose(out.depth, whole.depth, atol=1e-5)
 
 
 def test_fast_model_ray_missing_the_cube_shows_the_background() -> None:
