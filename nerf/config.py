@@ -227,7 +227,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class RenderConfig:
     # Rays per forward pass when rendering whole images; None: nerf.models.default_chunk
-    # for the device (1024 on the CPU, 16384 on a GPU).
+    # for the device (1024 on the CPU, 8192 on a GPU).
     chunk: int | None = _range(None, ge=1)
 
 

@@ -193,8 +193,10 @@ def build_model(config: ModelConfig, near: float, far: float, background: Tensor
 def default_chunk(device: torch.device) -> int:
     """Rays per forward pass when ``render.chunk`` is null. On the CPU a pass's intermediates
     outgrow the caches: on the development machine 1024-ray passes made the video stage ~20%
-    faster than 8192-ray ones (README). A GPU wants large passes to stay busy."""
-    return 1024 if device.type == "cpu" else 16384
+    faster than 8192-ray ones (docs/results.md). GPUs keep 8192, the earlier default for every
+    device: large passes keep a GPU busy, and a nerf-kind pass of 8192 rays x 192 samples
+    still fits a small one (the full-size fast runs pass 16384)."""
+    return 1024 if device.type == "cpu" else 8192
 
 
 @torch.no_grad()

@@ -87,7 +87,7 @@ def test_render_image_shapes_and_chunking_match_render_rays(kind) -> None:
 
 
 def test_render_image_default_chunk_is_the_devices() -> None:
-    assert default_chunk(torch.device("cpu")) == 1024 and default_chunk(torch.device("cuda")) == 16384
+    assert default_chunk(torch.device("cpu")) == 1024 and default_chunk(torch.device("cuda")) == 8192
     # 40 x 30 = 1200 rays: two passes at the CPU's default, the same image as one pass.
     model = tiny_model("fast")
     out = render_image(model, POSE, 40, 30, 5.0)
