@@ -203,7 +203,7 @@ def default_chunk(device: torch.device) -> int:
 def render_image(model: Model, pose: Tensor, height: int, width: int, focal: float,
                  chunk: int | None = None) -> RenderOutput:
     """Renders one whole view (deterministic samples), ``chunk`` rays at a time (None: the
-    device's :func:`default_chunk`); the result does not depend on ``chunk``.
+    device's :func:`default_chunk`); any ``chunk`` gives the same image up to float rounding.
 
     pose: (4, 4) on the model's device. Returns rgb (height, width, 3), depth and
     opacity (height, width).
