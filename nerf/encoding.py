@@ -98,17 +98,35 @@ class SphericalHarmonics(nn.Module):
 _PRIMES = (1, 2654435761 - 2**32, 805459861)
 
 
+def _table_gradient(table: Tensor, rows: Tensor, weights: Tensor, grad: Tensor) -> Tensor:
+    """table (T, F), rows and weights (m, k), grad (m, F) -> (T, F): row r gets the sum of
+    ``weights[i, j] * grad[i]`` over every (i, j) with ``rows[i, j] == r``, added in (i, j) order.
+
+    On the CPU one ``bincount`` per feature column: the same float32 additions in the same
+    order as ``index_add_``, so the same bits, ~3x faster at 3.9M rows (24 against 93 ms;
+    index_add_ adds a 2-wide row per index through its generic loop). Elsewhere index_add_
+    (bincount's weighted CUDA kernel is not made for this).
+    """
+    if grad.device.type == "cpu":
+        flat = rows.reshape(-1)
+        columns = [torch.bincount(flat, weights=(weights * grad[:, f, None]).reshape(-1), minlength=table.shape[0])
+                   for f in range(grad.shape[1])]
+        return torch.stack(columns, dim=1).to(table.dtype)
+    per_row = (weights[..., None] * grad[:, None, :]).reshape(-1, grad.shape[1])
+    return torch.zeros_like(table).index_add_(0, rows.reshape(-1).long(), per_row)  # int32: slow path
+
+
 class _InterpolateRows(torch.autograd.Function):
     """``sum_k weights[:, k] * table[rows[:, k]]`` as one ``embedding_bag`` (a bag of k rows
     per output, each row scaled by its weight), with a backward that sums the table's
-    gradients with ``index_add_``.
+    gradients in index order (:func:`_table_gradient`).
 
     Measured on the CPU at 65,536 points x 8 levels (4.2M rows): the forward takes ~60 ms
     against ~90 ms for gather, multiply and sum as three ops. Autograd's own backward of
     embedding_bag took ~330 ms under the CPU's deterministic algorithms, and that of
     advanced indexing, ``index_put_(accumulate=True)``, sorts the indices first (83 ms
-    against 25 ms for index_add_ on 3.9M rows); index_add_ on the CPU adds in index order,
-    so it stays deterministic.
+    against 25 ms for index_add_ on 3.9M indices, in an earlier measurement); summing in index order
+    stays deterministic.
     """
 
     @staticmethod
@@ -121,8 +139,7 @@ class _InterpolateRows(torch.autograd.Function):
         table, rows, weights = ctx.saved_tensors
         grad_table = grad_weights = None
         if ctx.needs_input_grad[0]:
-            per_row = (weights[..., None] * grad[:, None, :]).reshape(-1, grad.shape[1])
-            grad_table = torch.zeros_like(table).index_add_(0, rows.reshape(-1).long(), per_row)  # int32: slow path
+            grad_table = _table_gradient(table, rows, weights, grad)
         if ctx.needs_input_grad[2]:  # only when the points themselves need a gradient
             values = table.index_select(0, rows.reshape(-1)).reshape(*rows.shape, -1)  # (m, k, F)
             grad_weights = (values * grad[:, None, :]).sum(-1)

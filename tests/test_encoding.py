@@ -9,7 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nerf.encoding import HashGrid, SphericalHarmonics, fourier_dim, fourier_encode, interpolate_rows
+from nerf.encoding import (
+    HashGrid,
+    SphericalHarmonics,
+    _table_gradient,
+    fourier_dim,
+    fourier_encode,
+    interpolate_rows,
+)
 
 # --------------------------------------------------------------------------- Fourier
 
@@ -232,6 +239,23 @@ def test_interpolate_rows_matches_indexing_and_autograd(dtype) -> None:
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(mine[0], table.grad, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(mine[1], weights.grad, rtol=1e-6, atol=1e-6)
+
+
+def test_table_gradient_on_the_cpu_is_index_add_bit_for_bit() -> None:
+    # The CPU's bincount route adds the same float32 terms in the same order as index_add_.
+    gen = torch.Generator().manual_seed(1)
+    table = torch.zeros(1000, 2)
+    rows = torch.randint(0, 900, (5000, 8), generator=gen, dtype=torch.int32)  # rows 900.. unused
+    weights = torch.rand(5000, 8, generator=gen)
+    grad = torch.randn(5000, 2, generator=gen) * torch.logspace(-6, 6, 5000)[:, None]  # rounding matters
+    got = _table_gradient(table, rows, weights, grad)
+    per_row = (weights[..., None] * grad[:, None, :]).reshape(-1, 2)
+    want = torch.zeros_like(table).index_add_(0, rows.reshape(-1).long(), per_row)
+    assert got.shape == (1000, 2) and got.dtype == torch.float32
+    assert torch.equal(got, want) and torch.count_nonzero(got[900:]) == 0
+    # Summed in float64 instead, the rows would differ: the test can tell.
+    assert not torch.equal(got, torch.zeros(1000, 2, dtype=torch.float64).index_add_(
+        0, rows.reshape(-1).long(), per_row.double()).float())
 
 
 def test_interpolate_rows_gradients_pass_gradcheck() -> None:
