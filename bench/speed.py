@@ -66,12 +66,13 @@ def measure(kind: str, device: torch.device, steps: int, warmup: int, params_pat
         if device.type == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     )
+    arithmetic = precision(params, device, model)
     return {
         "kind": kind,
         "device": machine(device),
-        "precision": precision(params, device, model),
+        "precision": arithmetic,
         "compiled": params.train.compile,
-        **kernels(device, model, precision(params, device, model)),
+        **kernels(device, model, arithmetic),
         "steps_per_s": round(1 / step_s, 3),
         "rays_per_s": round(n_rays / step_s),
         "samples_per_s": round(n_samples / step_s),
