@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -78,6 +80,17 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path``, atomically, with the same bytes for the same contents.
+
+    Saved to a path, torch names the archive's inner folder after the file, here the
+    temporary file's random name, so every save differed (and DVC saw a new model each
+    run); saved to an open file the folder is always ``archive``.
+    """
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import torch
 
 from nerf.errors import UNREADABLE, describe
-from nerf.io import atomic_file, sha256_file
+from nerf.io import save_torch, sha256_file
 
 CHECKPOINT = "last.pt"
 
@@ -88,8 +88,7 @@ def restore_files(files: Mapping[str, str], folder: Path) -> None:
 
 def save(path: Path, state: dict, fingerprint: Mapping[str, str], logs: Mapping[str, str]) -> None:
     """Writes the checkpoint atomically: a kill mid-write leaves the previous one."""
-    with atomic_file(path) as tmp:
-        torch.save({"fingerprint": dict(fingerprint), "state": state, "logs": dict(logs)}, tmp)
+    save_torch(path, {"fingerprint": dict(fingerprint), "state": state, "logs": dict(logs)})
 
 
 class Resume(NamedTuple):

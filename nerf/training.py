@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from nerf.config import ModelConfig, TrainConfig, build, to_dict
 from nerf.errors import UNREADABLE, ConfigError, DataError, TrainingError, describe
-from nerf.io import atomic_file
+from nerf.io import save_torch
 from nerf.metrics import mse_to_psnr, psnr
 from nerf.models import Model, build_model, render_image
 from nerf.rays import Rays, camera_directions, rays_from_pixels
@@ -378,8 +378,7 @@ def save_checkpoint(path: str | Path, model: Model, model_config: ModelConfig, e
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
         **(extra or {}),
     }
-    with atomic_file(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(path, state)
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[Model, dict]:

@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from nerf.io import atomic_dir, atomic_file, sha256_file
+from nerf.io import atomic_dir, atomic_file, save_torch, sha256_file
 
 
 def test_atomic_dir_replaces_on_success_and_keeps_the_old_on_failure(tmp_path) -> None:
@@ -52,3 +53,18 @@ def test_sha256_file_matches_hashlib(tmp_path) -> None:
     path = tmp_path / "blob"
     path.write_bytes(data)
     assert sha256_file(path, chunk=1024) == hashlib.sha256(data).hexdigest()
+
+
+def test_save_torch_writes_the_same_bytes_for_the_same_contents(tmp_path) -> None:
+    obj = {"weights": torch.arange(12.0).reshape(3, 4), "step": 7}
+    save_torch(tmp_path / "a.pt", obj)
+    first = (tmp_path / "a.pt").read_bytes()
+    save_torch(tmp_path / "a.pt", obj)  # again, through another temporary file
+    assert (tmp_path / "a.pt").read_bytes() == first
+    save_torch(tmp_path / "b.pt", obj)  # and under another name
+    assert (tmp_path / "b.pt").read_bytes() == first
+    assert torch.equal(torch.load(tmp_path / "a.pt", weights_only=True)["weights"], obj["weights"])
+    # The comparison can fail: other contents give other bytes.
+    save_torch(tmp_path / "c.pt", {**obj, "step": 8})
+    assert (tmp_path / "c.pt").read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt", "c.pt"]

@@ -389,6 +389,16 @@ def test_checkpoint_round_trip_renders_the_same_image(crops, tmp_path) -> None:
     assert not torch.equal(render_image(fresh, pose, 16, 16, crops.focal / 2, 1000).rgb, expected.rgb)
 
 
+def test_a_checkpoint_saved_again_has_the_same_bytes(tmp_path) -> None:
+    """What DVC hashes: the same weights must give the same models/model.pt, or every rerun
+    (a resumed run with nothing left to train included) looks like a new model."""
+    model, config = fast_model(3)
+    save_checkpoint(tmp_path / "model.pt", model, config, extra={"step": 10})
+    loaded, record = load_checkpoint(tmp_path / "model.pt")
+    save_checkpoint(tmp_path / "again.pt", loaded, config, extra={"step": record["step"]})
+    assert (tmp_path / "again.pt").read_bytes() == (tmp_path / "model.pt").read_bytes()
+
+
 def test_load_checkpoint_missing_file(tmp_path) -> None:
     with pytest.raises(DataError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "nope.pt")
