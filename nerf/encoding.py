@@ -224,29 +224,33 @@ class HashGrid(nn.Module):
 
             return hash_encode(points, self.table, self.resolutions, self.offsets, self.bound, self.n_dense,
                                self.hash_mask)
-        n = points.shape[0]
-        unit = ((points + self.bound) / (2 * self.bound)).clamp(0.0, 1.0)  # (n, 3)
-        res = self.resolutions  # (L,)
-        scaled = unit.unsqueeze(1) * res.unsqueeze(-1).to(unit.dtype)  # (n, L, 3)
-        lower = torch.minimum(scaled.floor().int(), (res - 1).unsqueeze(-1))  # (n, L, 3) int32
-        frac = scaled - lower  # (n, L, 3)
-        # Per axis, the two vertex coordinates and their interpolation weights: (n, L, 2).
-        coords = [lower[..., k].unsqueeze(-1) + self.offsets01 for k in range(3)]
-        w = [torch.stack([1 - frac[..., k], frac[..., k]], dim=-1) for k in range(3)]
-        # Combine axes by broadcasting to the 8 corners (z, y, x order): (n, L, 2, 2, 2). Dense
-        # levels index their grid directly, the others hash; each computes only its own.
-        d = self.n_dense
-        parts = []
+        n, levels, d = points.shape[0], self.levels, self.n_dense
+        # Level-major with the points last, so that every elementwise op below runs along n
+        # contiguous values: on the CPU, ops broadcasting over trailing dims of 2 ran 5-10x
+        # slower per element (the whole encoding took 2.6x as long at 60,000 points).
+        unit = ((points + self.bound) / (2 * self.bound)).clamp(0.0, 1.0).T.contiguous()  # (3, n)
+        res = self.resolutions.view(-1, 1)  # (L, 1)
+        scaled = unit.unsqueeze(1) * res.to(unit.dtype)  # (3, L, n)
+        lower = torch.minimum(scaled.floor().int(), res - 1)  # (3, L, n) int32
+        frac = scaled - lower  # (3, L, n)
+        # Per axis, the two vertex coordinates and their interpolation weights: (L, 2, n).
+        x, y, z = (lower[k].unsqueeze(1) + self.offsets01.view(2, 1) for k in range(3))
+        wx, wy, wz = (torch.stack([1 - frac[k], frac[k]], dim=1) for k in range(3))
+        # Each level's 8 corners (z, y, x order) as rows of the table, level offset included:
+        # dense levels index their grid directly, the others hash; each computes only its own.
+        rows = torch.empty(levels, 2, 2, 2, n, dtype=torch.int32, device=points.device)
         if d > 0:
-            x, y, z = (c[:, :d] for c in coords)
-            stride = (res[:d] + 1).view(1, -1, 1)
-            parts.append((z * stride * stride)[..., :, None, None] + (y * stride)[..., None, :, None]
-                         + x[..., None, None, :])
-        if d < self.levels:
-            x, y, z = (c[:, d:] for c in coords)
-            parts.append(((z * self.primes[2])[..., :, None, None] ^ (y * self.primes[1])[..., None, :, None]
-                          ^ x[..., None, None, :]) & self.hash_mask)
-        rows = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)) + self.offsets.view(1, -1, 1, 1, 1)
-        weights = w[2][..., :, None, None] * w[1][..., None, :, None] * w[0][..., None, None, :]
-        features = interpolate_rows(self.table, rows.reshape(-1, 8), weights.reshape(-1, 8))  # (n * L, F)
+            stride = (res[:d] + 1).view(-1, 1, 1)
+            zs = z[:d] * stride * stride + self.offsets[:d].view(-1, 1, 1)
+            torch.add(zs[:, :, None, None] + (y[:d] * stride)[:, None, :, None], x[:d, None, None], out=rows[:d])
+        if d < levels:
+            mask = self.hash_mask  # (a ^ b ^ c) & mask, with each term masked first
+            zh, yh = (z[d:] * self.primes[2]) & mask, (y[d:] * self.primes[1]) & mask
+            torch.bitwise_xor(zh[:, :, None, None] ^ yh[:, None, :, None], x[d:, None, None] & mask, out=rows[d:])
+            rows[d:] += self.offsets[d:].view(-1, 1, 1, 1, 1)
+        weights = wz[:, :, None, None] * wy[:, None, :, None] * wx[:, None, None, :]  # (L, 2, 2, 2, n)
+        # embedding_bag takes each bag's rows side by side: (n * L, 8), point by point.
+        rows = rows.view(levels, 8, n).permute(2, 0, 1).reshape(n * levels, 8)
+        weights = weights.view(levels, 8, n).permute(2, 0, 1).reshape(n * levels, 8)
+        features = interpolate_rows(self.table, rows, weights)  # (n * L, F)
         return features.reshape(n, self.out_dim)
