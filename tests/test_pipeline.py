@@ -235,6 +235,7 @@ def test_killed_training_resumes_to_the_same_result(repo_copy):
     assert f"resuming from checkpoints/last.pt at step {killed_at} of {steps}" in resumed
     assert not list(repo_copy.glob(".models.tmp-*")) and not list((repo_copy / "metrics").glob(".train.tmp-*"))
     weights, history = _trained(repo_copy)
+    model_bytes = (repo_copy / "models/model.pt").read_bytes()
     assert "up to date" in run("dvc", "status", "train", cwd=repo_copy).stdout
 
     # An uninterrupted run from scratch gives the same weights and history, bit for bit.
@@ -245,6 +246,7 @@ def test_killed_training_resumes_to_the_same_result(repo_copy):
     assert history_again == history and len(history) == 4  # train loss, psnr and learning rate, validation psnr
     assert weights_again.keys() == weights.keys()
     assert all(torch.equal(weights_again[k], weights[k]) for k in weights)
+    assert (repo_copy / "models/model.pt").read_bytes() == model_bytes  # what DVC hashes
 
     # A changed param invalidates the checkpoint: training starts over and says why.
     set_params(repo_copy / "params.yaml", {"train.lr": 0.005})
