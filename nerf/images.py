@@ -87,6 +87,18 @@ def depth_image(depth: np.ndarray, opacity: np.ndarray, near: float, far: float)
     return colorize(depth + (1 - opacity) * far, near, far)
 
 
+def downscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """(h, w, c) -> (h // factor, w // factor, c): each factor x factor block averaged (a
+    remainder of rows or columns is dropped); factor 1 returns the image as it is."""
+    if factor < 1:
+        raise ValueError(f"downscale factor must be >= 1, got {factor}")
+    if factor == 1:
+        return image
+    h, w, c = image.shape[0] // factor, image.shape[1] // factor, image.shape[2]
+    blocks = image[: h * factor, : w * factor].reshape(h, factor, w, factor, c)
+    return blocks.mean(axis=(1, 3), dtype=np.float64).astype(image.dtype)
+
+
 def side_by_side(
     truth: np.ndarray, pred: np.ndarray, gap: int = 4, error_max: float = 0.25, cmap: str = "inferno"
 ) -> np.ndarray:

@@ -70,30 +70,30 @@ def differences(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
     return changed
 
 
-def snapshot_files(folder: Path) -> dict[str, str]:
-    """Every text file under ``folder`` (the DVCLive logs) as {relative path: text}."""
+def snapshot_files(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (the DVCLive logs and images) as {relative path: bytes}."""
     return {
-        str(path.relative_to(folder)): path.read_text()
+        path.relative_to(folder).as_posix(): path.read_bytes()
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
 
 
-def restore_files(files: Mapping[str, str], folder: Path) -> None:
-    for name, text in files.items():
+def restore_files(files: Mapping[str, bytes], folder: Path) -> None:
+    for name, data in files.items():
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
+        target.write_bytes(data)
 
 
-def save(path: Path, state: dict, fingerprint: Mapping[str, str], logs: Mapping[str, str]) -> None:
+def save(path: Path, state: dict, fingerprint: Mapping[str, str], logs: Mapping[str, bytes]) -> None:
     """Writes the checkpoint atomically: a kill mid-write leaves the previous one."""
     save_torch(path, {"fingerprint": dict(fingerprint), "state": state, "logs": dict(logs)})
 
 
 class Resume(NamedTuple):
     state: dict | None  # the loop state to continue from; None: start from step 0
-    logs: dict[str, str]  # DVCLive files as they were at that state
+    logs: dict[str, bytes]  # DVCLive files as they were at that state
     message: str  # what was decided and why, for the user
 
 

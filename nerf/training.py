@@ -1,7 +1,7 @@
 """Training: batches of rays from the training views, MSE on colour, Adam, decaying rate.
 
 ``train`` runs the loop, logs to DVCLive (loss, train PSNR, learning rate, validation PSNR,
-seconds) and shows a tqdm bar; ``save_checkpoint``/``load_checkpoint`` keep the weights
+seconds, and an image of the first validation view at each validation) and shows a tqdm bar; ``save_checkpoint``/``load_checkpoint`` keep the weights
 with the config that built them.
 """
 
@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from nerf.config import ModelConfig, TrainConfig, build, to_dict
 from nerf.errors import UNREADABLE, ConfigError, DataError, TrainingError, describe
+from nerf.images import downscale, side_by_side, to_uint8
 from nerf.io import save_torch
 from nerf.metrics import mse_to_psnr, psnr
 from nerf.models import Model, build_model, render_image
@@ -164,17 +166,35 @@ def learning_rate(progress: float, lr: float, lr_final: float) -> float:
     return lr * (lr_final / lr) ** progress
 
 
-def evaluate_views(model: Model, views: Views, chunk: int | None, device: torch.device) -> float:
-    """Mean PSNR (dB) of the model's renders of ``views``."""
+def evaluate_views(
+    model: Model, views: Views, chunk: int | None, device: torch.device,
+    on_render: Callable[[int, Tensor], None] | None = None,
+) -> float:
+    """Mean PSNR (dB) of the model's renders of ``views``. ``on_render(i, rgb)``, if given,
+    sees view i's render, (height, width, 3) in [0, 1]."""
     model.eval()
     scores = []
     for i in range(views.n_views):
         pose = torch.from_numpy(views.poses[i]).to(device)
-        out = render_image(model, pose, views.height, views.width, views.focal, chunk)
+        rgb = render_image(model, pose, views.height, views.width, views.focal, chunk).rgb.clamp(0, 1)
         truth = torch.from_numpy(views.images[i]).to(device)
-        scores.append(float(psnr(out.rgb.clamp(0, 1), truth)))
+        scores.append(float(psnr(rgb, truth)))
+        if on_render is not None:
+            on_render(i, rgb)
     model.train()
     return sum(scores) / len(scores)
+
+
+# Validation images wider than this are area-averaged by a whole factor to at most this width
+# per panel: they go into git with the other DVCLive files (an 800x800 view becomes 200x200).
+PREVIEW_WIDTH = 256
+
+
+def validation_image(truth: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """truth | render | error (:func:`nerf.images.side_by_side`) of one view, (h, w, 3) each,
+    each panel at most ``PREVIEW_WIDTH`` wide; uint8."""
+    factor = -(-truth.shape[1] // PREVIEW_WIDTH)
+    return to_uint8(side_by_side(downscale(truth, factor), downscale(rgb, factor)))
 
 
 def train(
@@ -300,7 +320,8 @@ class _Loop:
             if self.val_views is not None and self.val_views.n_views > 0 and (
                 step % config.val_every == 0 or last
             ):
-                self.val_psnr = evaluate_views(self.model, self.val_views, self.chunk, self.device)
+                self.val_psnr = evaluate_views(self.model, self.val_views, self.chunk, self.device,
+                                               None if self.live is None else self.log_validation_image(step))
                 if self.live is not None:
                     self.live.step = step
                     self.live.log_metric("val/psnr", self.val_psnr)
@@ -347,6 +368,17 @@ class _Loop:
         self.optimizer.step()
         self.loss_sum += mse.detach()
         self.loss_count += 1
+
+    def log_validation_image(self, step: int) -> Callable[[int, Tensor], None]:
+        """For :func:`evaluate_views`: logs the first validation view at ``step`` as
+        ``images/val/<step>.png`` (DVCLive's pattern for a sequence of images)."""
+
+        def log(index: int, rgb: Tensor) -> None:
+            if index == 0:
+                image = validation_image(self.val_views.images[0], rgb.float().cpu().numpy())
+                self.live.log_image(f"val/{step}.png", image)
+
+        return log
 
     def log(self, step: int, bar: tqdm) -> None:
         """Mean loss and train PSNR since the last log, to the bar and DVCLive."""

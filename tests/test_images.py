@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nerf.errors import DataError
-from nerf.images import colorize, read_png, side_by_side, to_uint8, view_filename, write_png
+from nerf.images import colorize, downscale, read_png, side_by_side, to_uint8, view_filename, write_png
 
 
 def test_view_filename() -> None:
@@ -77,3 +77,14 @@ def test_side_by_side_layout() -> None:
     assert (error[:, :2].sum(-1) > error[:, 2:].sum(-1).max()).all()  # errors are brighter
     with pytest.raises(ValueError):
         side_by_side(truth, pred[:, :4])
+
+
+def test_downscale_averages_whole_blocks_and_drops_the_remainder() -> None:
+    image = np.arange(5 * 7, dtype=np.float32).reshape(5, 7, 1)  # value = 7 * row + column
+    out = downscale(image, 2)
+    assert out.shape == (2, 3, 1) and out.dtype == np.float32
+    # Block (0, 0) holds 0, 1, 7, 8; row 4 and column 6 are dropped.
+    np.testing.assert_array_equal(out[..., 0], [[4.0, 6.0, 8.0], [18.0, 20.0, 22.0]])
+    assert downscale(image, 1) is image
+    with pytest.raises(ValueError, match="factor"):
+        downscale(image, 0)

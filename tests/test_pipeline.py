@@ -164,6 +164,10 @@ def test_repro_then_experiment_then_show(repo_copy):
         points = spec["content"]["data"]["values"]
         assert points and all(x in point and "psnr" in point for point in points), name
     assert any(key.endswith("videos/video.gif") for key in plots)
+    # The first validation view at each validation (SMALL: every 15 of 30 steps).
+    assert {key for key in plots if "images/val/" in key} == {
+        f"metrics/train/plots/images/val/{step}.png" for step in (15, 30)
+    }
 
     # Shared storage: push to a local-folder remote; a fresh clone pulls the model and
     # renders, and then `dvc repro` has nothing to recompute.
@@ -197,13 +201,13 @@ def test_bad_param_fails_cleanly_and_keeps_outputs(repo_copy):
     assert (repo_copy / "data/split/manifest.json").read_text() == manifest
 
 
-def _trained(repo: Path) -> tuple[dict, dict[str, str]]:
-    """The trained weights and the DVCLive history files of the train stage."""
+def _trained(repo: Path) -> tuple[dict, dict[str, bytes]]:
+    """The trained weights and the DVCLive history files (curves and images) of the train stage."""
     weights = torch.load(repo / "models/model.pt", weights_only=True)["state_dict"]
     history = {
-        str(p.relative_to(repo)): p.read_text()
-        for p in sorted((repo / "metrics/train/plots").rglob("*.tsv"))
-        if "seconds" not in p.name  # wall-clock time differs from run to run
+        str(p.relative_to(repo)): p.read_bytes()
+        for p in sorted((repo / "metrics/train/plots").rglob("*"))
+        if p.is_file() and "seconds" not in p.name  # wall-clock time differs from run to run
     }
     return weights, history
 
@@ -243,7 +247,9 @@ def test_killed_training_resumes_to_the_same_result(repo_copy):
     fresh = run("dvc", "repro", "--force", "--single-item", "train", cwd=repo_copy).stdout
     assert "training from step 0" in fresh
     weights_again, history_again = _trained(repo_copy)
-    assert history_again == history and len(history) == 4  # train loss, psnr and learning rate, validation psnr
+    # Train loss, PSNR and learning rate, validation PSNR; the validation images at 50, 100, 150.
+    assert history_again == history and len(history) == 7
+    assert sum(name.endswith(".png") for name in history) == 3
     assert weights_again.keys() == weights.keys()
     assert all(torch.equal(weights_again[k], weights[k]) for k in weights)
     assert (repo_copy / "models/model.pt").read_bytes() == model_bytes  # what DVC hashes

@@ -84,8 +84,15 @@ def test_log_files_round_trip(tmp_path) -> None:
     (source / "plots/metrics/val").mkdir(parents=True)
     (source / "metrics.json").write_text('{"step": 3}\n')
     (source / "plots/metrics/val/psnr.tsv").write_text("step\tpsnr\n3\t20.0\n")
+    (source / "plots/images/val").mkdir(parents=True)
+    png = bytes(range(256))  # not UTF-8: the validation images are binary
+    (source / "plots/images/val/3.png").write_bytes(png)
     files = resume.snapshot_files(source)
-    assert set(files) == {"metrics.json", "plots/metrics/val/psnr.tsv"}
+    assert set(files) == {"metrics.json", "plots/metrics/val/psnr.tsv", "plots/images/val/3.png"}
+    # Through a checkpoint file and back, as the train stage does.
+    resume.save(tmp_path / resume.CHECKPOINT, {"step": 3, "seconds": 1.0}, _fingerprint(tmp_path), files)
+    restored = resume.load(tmp_path / resume.CHECKPOINT, _fingerprint(tmp_path), steps=10)
     target = tmp_path / "restored"
-    resume.restore_files(files, target)
+    resume.restore_files(restored.logs, target)
     assert resume.snapshot_files(target) == files
+    assert (target / "plots/images/val/3.png").read_bytes() == png

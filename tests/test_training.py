@@ -13,6 +13,7 @@ from conftest import REPO, shared_path
 
 from nerf.config import FastModelConfig, ModelConfig, SplitConfig, TrainConfig
 from nerf.errors import DataError
+from nerf.images import read_png, side_by_side, to_uint8
 from nerf.metrics import psnr
 from nerf.models import build_model, render_image
 from nerf.rays import image_rays
@@ -32,6 +33,7 @@ from nerf.training import (
     tf32_matmuls,
     train,
     training_rays,
+    validation_image,
 )
 from nerf.views import Views
 
@@ -149,6 +151,35 @@ def test_validation_psnr_is_logged_every_val_every_steps_and_at_the_end(crops, t
     seconds = (tmp_path / "live/plots/metrics/val/seconds.tsv").read_text().splitlines()
     assert [int(row.split()[0]) for row in seconds[1:]] == [4, 8, 10]
     assert float(seconds[-1].split()[1]) == pytest.approx(summary.seconds)
+
+
+def test_each_validation_logs_the_first_validation_view_as_an_image(crops, tmp_path) -> None:
+    # DVCLive's sequence pattern: images/val/<step>.png at steps 4, 8 and 10 (the end), each
+    # truth | render | error of the first validation view as rendered at that step.
+    from dvclive import Live
+
+    model, _ = fast_model()
+    train_views, val_views = crops.subset([0, 1, 2]), crops.subset([3, 1])
+    config = dataclasses.replace(train_config(10), log_every=2, val_every=4)
+    with Live(str(tmp_path / "live"), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        train(model, train_views, val_views, config, CPU, live=live, progress=False)
+    folder = tmp_path / "live/plots/images/val"
+    assert sorted(p.name for p in folder.iterdir()) == ["10.png", "4.png", "8.png"]
+    with torch.no_grad():
+        final = render_image(model, torch.from_numpy(val_views.poses[0]), 32, 32, val_views.focal, 4096)
+    expected = to_uint8(side_by_side(val_views.images[0], final.rgb.clamp(0, 1).numpy()))
+    np.testing.assert_array_equal(to_uint8(read_png(folder / "10.png")), expected)
+    assert not np.array_equal(to_uint8(read_png(folder / "4.png")), expected)  # an earlier model's
+
+
+def test_validation_images_of_wide_views_are_averaged_down() -> None:
+    # 600 wide: each panel averaged over 3x3 blocks to 200 (at most PREVIEW_WIDTH = 256).
+    truth = np.random.default_rng(0).random((300, 600, 3)).astype(np.float32)
+    image = validation_image(truth, truth)
+    assert image.dtype == np.uint8 and image.shape == (100, 3 * 200 + 2 * 4, 3)
+    np.testing.assert_array_equal(image[:, :200], to_uint8(truth.reshape(100, 3, 200, 3, 3).mean(axis=(1, 3))))
+    small = validation_image(truth[:32, :32], truth[:32, :32])
+    assert small.shape == (32, 3 * 32 + 2 * 4, 3)  # narrow views stay as they are
 
 
 def test_random_backgrounds_teach_the_coverage_of_rgba_views(rgba_views) -> None:
