@@ -1,8 +1,8 @@
 """Training: batches of rays from the training views, MSE on colour, Adam, decaying rate.
 
 ``train`` runs the loop, logs to DVCLive (loss, train PSNR, learning rate, validation PSNR,
-seconds, and an image of the first validation view at each validation) and shows a tqdm bar; ``save_checkpoint``/``load_checkpoint`` keep the weights
-with the config that built them.
+seconds, and an image of the first validation view at each validation) and shows a tqdm
+bar; ``save_checkpoint``/``load_checkpoint`` keep the weights with the config that built them.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ PREVIEW_WIDTH = 256
 def validation_image(truth: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     """truth | render | error (:func:`nerf.images.side_by_side`) of one view, (h, w, 3) each,
     each panel at most ``PREVIEW_WIDTH`` wide; uint8."""
-    factor = -(-truth.shape[1] // PREVIEW_WIDTH)
+    factor = math.ceil(truth.shape[1] / PREVIEW_WIDTH)
     return to_uint8(side_by_side(downscale(truth, factor), downscale(rgb, factor)))
 
 
