@@ -1,0 +1,34 @@
+"""The README and docs: every relative link and image points at a file in the repository
+(the validation images and plots they show are pipeline and bench outputs committed to git)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = ["README.md", "docs/results.md", "assets/README.md"]
+
+
+def relative_links(doc: Path) -> list[str]:
+    """Targets of the markdown links and images in ``doc`` that are not URLs or in-page anchors."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", doc.read_text())
+    return [t for t in targets if not t.startswith(("http://", "https://", "mailto:", "#"))]
+
+
+def test_relative_links_finds_links_and_images_and_skips_urls(tmp_path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text("![plot](a/b.png) see [x](c.md#part), [web](https://x.org), [here](#top)\n")
+    assert relative_links(doc) == ["a/b.png", "c.md#part"]
+
+
+@pytest.mark.parametrize("name", DOCS)
+def test_every_relative_link_resolves(name: str) -> None:
+    doc = REPO / name
+    links = relative_links(doc)
+    missing = [t for t in links if not (doc.parent / t.split("#")[0]).exists()]
+    assert not missing, f"{name} links to missing files: {missing}"
+    if name == "README.md":
+        assert any(t.endswith(".png") for t in links)  # it does show images
