@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 
 def _check_pair(pred: Tensor, target: Tensor, min_dims: int) -> None:
@@ -65,6 +64,9 @@ def ssim(pred: Tensor, target: Tensor, kernel_size: int = 11, sigma: float = 1.5
         )
     if min(pred.shape[1:3]) <= kernel_size // 2:
         raise ValueError(f"images of shape {tuple(pred.shape)} are too small for a {kernel_size}-pixel SSIM window")
+    # Imported here: torchmetrics takes ~1 s to import, and of the stages only evaluate needs it.
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     to_nchw = lambda x: x.to(torch.float64).permute(0, 3, 1, 2).contiguous()
     return structural_similarity_index_measure(
         to_nchw(pred), to_nchw(target), gaussian_kernel=True, sigma=sigma,
