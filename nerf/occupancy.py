@@ -90,7 +90,11 @@ class OccupancyGrid(nn.Module):
         self.density.copy_(torch.maximum(previous * decay, sigma).reshape(r, r, r))
         # Early on, when the field is dim everywhere, the mean keeps the denser half marched
         # (a tensor, so that the GPU need not wait for the host).
-        threshold = self.density.mean().clamp(max=self.sigma_threshold)
+        # Summed a row at a time, then the rows: a CPU thread sums whole rows, in the same order
+        # with any number of threads (one .mean() splits the sum between threads, so its last
+        # bits, and rarely which cells pass, depended on their number).
+        mean = self.density.reshape(r, -1).sum(dim=1).sum() / self.density.numel()
+        threshold = mean.clamp(max=self.sigma_threshold)
         occupied = (self.density > threshold).float()[None, None]
         self.occupied.copy_(F.max_pool3d(occupied, 3, stride=1, padding=1)[0, 0] > 0)
 
