@@ -31,6 +31,16 @@ class PackedSamples(NamedTuple):
     t_ends: Tensor  # (n_samples,)
 
 
+def grid_mean(density: Tensor) -> Tensor:
+    """The mean of density (r, r, r), with the same bits for any number of CPU threads.
+
+    Summed a row at a time, then the rows: a thread sums whole rows, in one order whatever
+    their number. ``density.mean()`` splits one sum between the threads, so its last bits (and
+    so, rarely, which cells pass the threshold) depended on how many there were.
+    """
+    return density.reshape(density.shape[0], -1).sum(dim=1).sum() / density.numel()
+
+
 class OccupancyGrid(nn.Module):
     """``kernel``: the march's code, ``torch`` (this module's PyTorch code everywhere),
     ``triton`` (the fused kernel of :mod:`nerf.march_kernel` on CUDA) or ``auto`` (``triton``
@@ -90,11 +100,7 @@ class OccupancyGrid(nn.Module):
         self.density.copy_(torch.maximum(previous * decay, sigma).reshape(r, r, r))
         # Early on, when the field is dim everywhere, the mean keeps the denser half marched
         # (a tensor, so that the GPU need not wait for the host).
-        # Summed a row at a time, then the rows: a CPU thread sums whole rows, in the same order
-        # with any number of threads (one .mean() splits the sum between threads, so its last
-        # bits, and rarely which cells pass, depended on their number).
-        mean = self.density.reshape(r, -1).sum(dim=1).sum() / self.density.numel()
-        threshold = mean.clamp(max=self.sigma_threshold)
+        threshold = grid_mean(self.density).clamp(max=self.sigma_threshold)
         occupied = (self.density > threshold).float()[None, None]
         self.occupied.copy_(F.max_pool3d(occupied, 3, stride=1, padding=1)[0, 0] > 0)
 

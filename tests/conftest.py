@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -132,3 +133,14 @@ def http_server(tmp_path):
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int):
+    """Runs the block with ``n`` CPU threads for PyTorch's ops, then restores the number."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import cpu_threads
 
 from nerf.encoding import HashGrid
-from nerf.fields import FastField, NerfField, SeedField, SkipMLP, trunc_exp
+from nerf.fields import FastField, NerfField, SeedField, SkipMLP, sigmoid, trunc_exp
 
 
 def tiny_field(kind: str) -> torch.nn.Module:
@@ -96,3 +97,30 @@ def test_trunc_exp_value_and_clamped_gradient() -> None:
     assert torch.allclose(y, torch.exp(x.detach()))
     y.sum().backward()
     assert torch.allclose(x.grad, torch.exp(torch.tensor([0.0, 1.0, 15.0])))
+
+
+def test_sigmoid_is_the_logistic_function_with_its_gradient() -> None:
+    x = torch.tensor([-100.0, -3.0, 0.0, 0.5, 4.0, 100.0], requires_grad=True)
+    y = sigmoid(x)
+    assert torch.allclose(y, torch.sigmoid(x.detach()), rtol=1e-6, atol=0)
+    y.backward(torch.arange(1.0, 7.0))
+    expected = torch.arange(1.0, 7.0) * torch.sigmoid(x.detach()) * (1 - torch.sigmoid(x.detach()))
+    assert torch.allclose(x.grad, expected, rtol=1e-5, atol=0) and torch.isfinite(x.grad).all()
+
+
+def test_sigmoid_has_the_same_bits_with_any_cpu_thread_count() -> None:
+    """Where the threads split a tensor depends on their number; torch.sigmoid rounds a few
+    elements at such a split differently (the control), nerf's sigmoid does not."""
+    gen = torch.Generator().manual_seed(0)
+    rows = [torch.randn(150_003 + i, generator=gen) * 4 for i in range(8)]  # lengths no vector width divides
+    results = {}
+    for threads in (1, 2, 3):
+        with cpu_threads(threads):
+            results[threads] = [(torch.sigmoid(x), sigmoid(x)) for x in rows]
+    torch_differs = ours_differs = False
+    for threads in (2, 3):
+        for (torch_1, ours_1), (torch_n, ours_n) in zip(results[1], results[threads], strict=True):
+            torch_differs |= not torch.equal(torch_1, torch_n)
+            ours_differs |= not torch.equal(ours_1, ours_n)
+    assert not ours_differs
+    assert torch_differs, "torch.sigmoid now has the same bits with any thread count: nerf.fields.sigmoid may go"

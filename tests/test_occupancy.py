@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
+from conftest import cpu_threads
 
-from nerf.occupancy import OccupancyGrid
+from nerf.occupancy import OccupancyGrid, grid_mean
 from nerf.rays import Rays
 
 BOUND = 1.0
@@ -162,3 +163,17 @@ def test_march_randomized_is_seeded() -> None:
     c = grid.march(rays, 1.0, 10.0, True, torch.Generator().manual_seed(2))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert a.t_starts.shape != c.t_starts.shape or not torch.equal(a.t_starts, c.t_starts)
+
+
+def test_grid_mean_has_the_same_bits_with_any_cpu_thread_count() -> None:
+    """The update's threshold: density.mean() splits its sum between threads (the control),
+    grid_mean sums whole rows per thread."""
+    gen = torch.Generator().manual_seed(0)
+    grids = [torch.rand(64, 64, 64, generator=gen) ** 8 * 100 for _ in range(4)]
+    results = {}
+    for threads in (1, 2, 3):
+        with cpu_threads(threads):
+            results[threads] = [(grid.mean(), grid_mean(grid)) for grid in grids]
+    assert all(torch.equal(ours, results[1][i][1]) for t in (2, 3) for i, (_, ours) in enumerate(results[t]))
+    assert any(not torch.equal(plain, results[1][i][0]) for t in (2, 3) for i, (plain, _) in enumerate(results[t]))
+    assert torch.allclose(grid_mean(grids[0]), grids[0].double().mean().float(), rtol=1e-6)
