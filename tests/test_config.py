@@ -62,6 +62,13 @@ def test_round_trip_of_defaults(tmp_path):
          "one of 'auto', 'torch', 'triton'"),
         (lambda p: p["eval"].update(ssim_sigma=float("nan")), "eval.ssim_sigma", "finite"),
         (lambda p: p["eval"].update(ssim_kernel=7), "eval.ssim_kernel", "window for that sigma is 11"),
+        (lambda p: p["eval"].update(ssim_sigma=True), "eval.ssim_sigma", "must be a number, got True"),
+        (lambda p: p["render"].update(chunk="big"), "render.chunk", "an integer or null, got 'big'"),
+        (lambda p: p["train"].update(lr="fast"), "train.lr", "a number or null, got 'fast'"),
+        (lambda p: p["data"].update(source=5), "data.source", "a string, got 5"),
+        (lambda p: p.update(train=[1, 2]), "train", "a mapping, got [1, 2]"),
+        (lambda p: p["video"].update(path="spiral", elevation=80.0, amplitude=15.0),
+         "video.amplitude", "leaves (-89, 89) degrees"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, edit, key, expected):

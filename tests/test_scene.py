@@ -9,9 +9,10 @@ import shutil
 import numpy as np
 import pytest
 from conftest import LEGO, REPO, shared_path, write_npz
+from PIL import Image
 
 from nerf.errors import DataError
-from nerf.scene import load_scene
+from nerf.scene import load_raw, load_scene
 
 
 def test_real_npz():
@@ -71,3 +72,128 @@ def test_format_mismatch_and_unknown(tmp_path):
         load_scene(text)
     with pytest.raises(DataError, match="no transforms_train.json"):
         load_scene(tmp_path)
+
+
+def test_3x4_poses_get_the_homogeneous_bottom_row(tmp_path):
+    poses = np.random.default_rng(1).standard_normal((4, 3, 4)).astype(np.float32)
+    scene = load_scene(write_npz(tmp_path / "scene.npz", poses=poses))
+    assert scene.poses.shape == (4, 4, 4)
+    np.testing.assert_array_equal(scene.poses[:, :3], poses)
+    np.testing.assert_array_equal(scene.poses[:, 3], np.tile([0, 0, 0, 1], (4, 1)))
+
+
+# Bad .npz contents: each message names the file, the array and what was expected.
+BAD_NPZ = {
+    "poses_shape": ({"poses": np.zeros((4, 4), np.float32)},
+                    r"poses: expected shape \(n, 4, 4\), got \(4, 4\)"),
+    "int_images": ({"images": np.zeros((4, 6, 8, 3), np.int32)},
+                   r"images: expected float images in \[0, 1\] or uint8, got int32"),
+    "images_range": ({"images": np.full((4, 6, 8, 3), 1.5, np.float32)},
+                     r"images: pixel values must lie in \[0, 1\], got \[1\.5, 1\.5\]"),
+    "focal_text": ({"focal": np.array("wide")},
+                   r"focal: expected a single positive number, got array\('wide'"),
+    "focal_pair": ({"focal": np.array([10.0, 12.0])}, r"focal: expected a single positive number"),
+    "focal_negative": ({"focal": np.float64(-1.0)}, r"focal: expected a single positive number, got -1\.0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NPZ))
+def test_bad_npz_contents_name_the_file_and_the_array(case, tmp_path):
+    arrays, expected = BAD_NPZ[case]
+    with pytest.raises(DataError, match=r"scene\.npz: " + expected):
+        load_scene(write_npz(tmp_path / "scene.npz", **arrays))
+
+
+def test_unreadable_npz_and_unknown_or_missing_paths(tmp_path):
+    text = tmp_path / "scene.npz"
+    text.write_text("not a zip")
+    with pytest.raises(DataError, match=r"scene\.npz: not a readable \.npz file"):
+        load_scene(text, "npz")
+    expected = r"scene\.npz: unknown format 'ply'; expected one of auto, npz, blender"
+    with pytest.raises(DataError, match=expected):
+        load_scene(text, "ply")
+    with pytest.raises(DataError, match=r"gone: file or folder not found"):
+        load_scene(tmp_path / "gone")
+
+
+def _first(meta: dict) -> dict:
+    return meta["frames"][0]
+
+
+# Bad transforms_train.json contents: (edit of its parsed JSON, expected message after
+# "transforms_train.json: ").
+BAD_TRANSFORMS = {
+    "angle_too_wide": (lambda m: m.update(camera_angle_x=4.0),
+                       r"camera_angle_x must be an angle in \(0, pi\) radians, got 4\.0"),
+    "angle_bool": (lambda m: m.update(camera_angle_x=True), r"camera_angle_x must be an angle .* got True"),
+    "frames_not_list": (lambda m: m.update(frames={"r_0": {}}), r"expected a list of frames"),
+    "no_file_path": (lambda m: m["frames"][1].pop("file_path"), r"frames\[1\]: expected a file_path string"),
+    "file_path_outside": (lambda m: _first(m).update(file_path="../x/r_0"),
+                          r"frames\[0\]: file_path '\.\./x/r_0' must lie inside the folder"),
+    "matrix_shape": (lambda m: _first(m).update(transform_matrix=[[1, 2]]),
+                     r"frames\[0\]: expected transform_matrix as a 4x4 list of numbers"),
+    "matrix_text": (lambda m: _first(m).update(transform_matrix=[["a"] * 4] * 4),
+                    r"frames\[0\]: expected transform_matrix as a 4x4 list of numbers"),
+    "matrix_nan": (lambda m: _first(m)["transform_matrix"][0].__setitem__(0, math.nan),
+                   r"frames\[0\]: transform_matrix must be finite"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TRANSFORMS))
+def test_bad_transforms_name_the_file_the_frame_and_the_problem(case, tmp_path, make_blender):
+    folder = make_blender(tmp_path / "lego")
+    load_scene(folder)  # readable before the edit
+    edit, expected = BAD_TRANSFORMS[case]
+    path = folder / "transforms_train.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"lego/transforms_train\.json: " + expected):
+        load_scene(folder)
+
+
+def _no_frames(folder) -> None:
+    (folder / "transforms_test.json").unlink()
+    path = folder / "transforms_train.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "frames": []}))
+
+
+def _second_camera(folder) -> None:
+    path = folder / "transforms_test.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "camera_angle_x": meta["camera_angle_x"] + 0.1}))
+
+
+# Bad Blender folders: (change to the folder, expected message).
+BAD_FOLDERS = {
+    "not_utf8": (lambda f: (f / "transforms_train.json").write_bytes(b"\xff\xfe{"),
+                 r"transforms_train\.json: cannot read"),
+    "angles_differ": (_second_camera,
+                      r"lego: camera_angle_x differs between transforms_train\.json, transforms_test\.json"),
+    "no_frames": (_no_frames, r"lego: transforms_train\.json list no frames"),
+    "png_garbage": (lambda f: (f / "train/r_1.png").write_bytes(b"\x89PNG garbage"),
+                    r"train/r_1\.png \(frame of transforms_train\.json\): not a readable image"),
+    "png_size": (lambda f: Image.new("RGBA", (20, 30)).save(f / "test/r_2.png"),
+                 (r"test/r_2\.png \(frame of transforms_test\.json\): size 20x30 differs from "
+                  r"the first frame's 40x40")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FOLDERS))
+def test_bad_blender_folders_name_the_file_and_the_problem(case, tmp_path, make_blender):
+    folder = make_blender(tmp_path / "lego")
+    load_scene(folder)  # readable before the change
+    change, expected = BAD_FOLDERS[case]
+    change(folder)
+    with pytest.raises(DataError, match=expected):
+        load_scene(folder)
+
+
+def test_raw_folder_without_or_with_a_bad_source_record(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    with pytest.raises(DataError, match=r"raw/source\.json: file not found; run the download stage first"):
+        load_raw(raw)
+    (raw / "source.json").write_text('{"kind": "npz"}')
+    with pytest.raises(DataError, match=r"raw/source\.json: expected JSON with a format key"):
+        load_raw(raw)
