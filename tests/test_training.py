@@ -12,7 +12,7 @@ import torch
 from conftest import REPO, cpu_threads, shared_path
 
 from nerf.config import FastModelConfig, ModelConfig, SplitConfig, TrainConfig
-from nerf.errors import DataError
+from nerf.errors import DataError, TrainingError
 from nerf.images import read_png, side_by_side, to_uint8
 from nerf.metrics import psnr
 from nerf.models import build_model, render_image
@@ -390,6 +390,35 @@ def test_a_time_budget_stops_training_and_decays_the_rate_over_it(crops, tmp_pat
     assert all(a > b for a, b in itertools.pairwise(rates))
     assert rates[-1] < FAST.lr * (FAST.lr_final / FAST.lr) ** 0.8
     assert math.isfinite(summary.loss)
+
+
+def _logged_rates(crops, folder, lr: float | None) -> list[float]:
+    from dvclive import Live
+
+    model, _ = fast_model()
+    config = dataclasses.replace(train_config(steps=6), lr=lr, log_every=1)
+    with Live(str(folder), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+        train(model, crops, None, config, CPU, live=live, progress=False)
+    rows = (folder / "plots/metrics/train/learning_rate.tsv").read_text().splitlines()[1:]
+    return [float(row.split()[1]) for row in rows]
+
+
+def test_train_lr_scales_the_kinds_whole_schedule(crops, tmp_path) -> None:
+    own = _logged_rates(crops, tmp_path / "own", None)
+    scaled = _logged_rates(crops, tmp_path / "scaled", 1e-2)
+    assert len(own) == len(scaled) == 6
+    assert own[0] == pytest.approx(FAST.lr) and all(a > b for a, b in itertools.pairwise(own))  # from 3e-2 down
+    # train.lr replaces the kind's lr, and lr_final keeps its ratio to it.
+    assert scaled == pytest.approx([rate * 1e-2 / FAST.lr for rate in own], rel=1e-6)
+
+
+def test_a_non_finite_loss_stops_training_and_says_what_to_change(crops) -> None:
+    model, _ = fast_model()
+    with torch.no_grad():
+        model.field.color_net[-1].bias.fill_(math.nan)  # every colour, so every loss, is NaN
+    config = dataclasses.replace(train_config(steps=20), log_every=5)
+    with pytest.raises(TrainingError, match=r"^training diverged at step 5 \(loss nan\); lower train\.lr$"):
+        train(model, crops, None, config, CPU, progress=False)
 
 
 def _sphere(points: torch.Tensor) -> torch.Tensor:
