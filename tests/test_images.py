@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from nerf.errors import DataError
 from nerf.images import colorize, downscale, read_png, side_by_side, to_uint8, view_filename, write_png
@@ -48,6 +49,17 @@ def test_read_png_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="bad.png"):
         read_png(tmp_path / "bad.png")
+
+
+def test_pngs_with_alpha_and_arrays_of_other_shapes_are_refused(tmp_path: Path) -> None:
+    Image.new("RGBA", (4, 3)).save(tmp_path / "alpha.png")
+    with pytest.raises(DataError, match=r"alpha\.png: image mode RGBA; expected an RGB or greyscale PNG"):
+        read_png(tmp_path / "alpha.png")
+    with pytest.raises(ValueError, match=r"\(h, w, 3\) image, got shape \(3, 4, 2\)"):
+        write_png(tmp_path / "two.png", np.zeros((3, 4, 2)))
+    assert not (tmp_path / "two.png").exists()
+    write_png(tmp_path / "one.png", np.full((3, 4, 1), 0.5))  # one channel: written as grey
+    np.testing.assert_array_equal(read_png(tmp_path / "one.png"), np.full((3, 4, 3), 128 / 255, np.float32))
 
 
 def test_colorize_uses_the_colormap_ends() -> None:

@@ -26,6 +26,19 @@ def test_atomic_dir_replaces_on_success_and_keeps_the_old_on_failure(tmp_path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_atomic_file_replaces_on_success_and_keeps_the_old_on_failure(tmp_path) -> None:
+    target = tmp_path / "metrics.json"
+    with atomic_file(target) as tmp:
+        tmp.write_text("one")
+        assert not target.exists()
+    assert target.read_text() == "one"
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
+        tmp.write_text("tw")
+        raise RuntimeError("stage failed half-way")
+    assert target.read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # the temporary is gone
+
+
 def test_temporaries_of_killed_processes_are_removed_on_the_next_write(tmp_path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)

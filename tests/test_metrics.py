@@ -92,3 +92,13 @@ def test_ssim_window_must_match_sigma() -> None:
     with pytest.raises(ValueError, match="kernel size 7"):
         ssim(image, image, kernel_size=7, sigma=1.5)
     assert ssim(image, image, kernel_size=7, sigma=0.9).item() == pytest.approx(1.0)
+
+
+def test_metrics_refuse_images_they_cannot_score() -> None:
+    with pytest.raises(ValueError, match=r"expected \(\.\.\., h, w, 3\) images, got shape \(4, 4, 4\)"):
+        psnr(torch.zeros(4, 4, 4), torch.zeros(4, 4, 4))  # RGBA, not RGB
+    with pytest.raises(ValueError, match=r"expected \(n, h, w, 3\) images, got shape \(1, 1, 16, 16, 3\)"):
+        ssim(torch.zeros(1, 1, 16, 16, 3), torch.zeros(1, 1, 16, 16, 3))
+    with pytest.raises(ValueError, match=r"shape \(1, 5, 16, 3\) are too small for a 11-pixel SSIM window"):
+        ssim(torch.zeros(1, 5, 16, 3), torch.zeros(1, 5, 16, 3))
+    assert ssim(torch.zeros(1, 6, 16, 3), torch.zeros(1, 6, 16, 3)).item() == pytest.approx(1.0)  # just big enough
