@@ -101,4 +101,5 @@ def test_metrics_refuse_images_they_cannot_score() -> None:
         ssim(torch.zeros(1, 1, 16, 16, 3), torch.zeros(1, 1, 16, 16, 3))
     with pytest.raises(ValueError, match=r"shape \(1, 5, 16, 3\) are too small for a 11-pixel SSIM window"):
         ssim(torch.zeros(1, 5, 16, 3), torch.zeros(1, 5, 16, 3))
-    assert ssim(torch.zeros(1, 6, 16, 3), torch.zeros(1, 6, 16, 3)).item() == pytest.approx(1.0)  # just big enough
+    just_big_enough = torch.zeros(1, 6, 16, 3)
+    assert ssim(just_big_enough, just_big_enough).item() == pytest.approx(1.0)
