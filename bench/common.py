@@ -106,10 +106,20 @@ def devices(requested: list[str]) -> list[torch.device]:
     return found
 
 
+def processor() -> str:
+    """The CPU's model name where Linux says it (``platform.processor()`` gives only x86_64)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{processor()} CPU, {torch.get_num_threads()} threads"
 
 
 class SampleCounter:

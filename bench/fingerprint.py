@@ -18,24 +18,13 @@ import argparse
 import dataclasses
 import hashlib
 import os
-import platform
 from pathlib import Path
 
 import torch
 
-from bench.common import add_params_arguments, load_split, make_model, params_with
+from bench.common import add_params_arguments, load_split, make_model, params_with, processor
 from nerf.errors import run_stage
 from nerf.training import train
-
-
-def processor() -> str:
-    """The CPU's model name where Linux says it (``platform.processor()`` gives only x86_64)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def fingerprint(kind: str, steps: int, params_path: Path, overrides: list[str]) -> dict:
