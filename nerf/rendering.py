@@ -17,12 +17,17 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+# An optical depth past which a sample hides everything behind it (exp(-OPAQUE) is 0 in
+# float32 and float64 alike).
+OPAQUE = 1e4
 
 
 class RenderOutput(NamedTuple):
     rgb: Tensor  # (n_rays, 3)
-    depth: Tensor  # (n_rays,) expected depth of the visible surface (weighted mean t)
+    depth: Tensor  # (n_rays,) sum of weight * t: expected depth with the background at t = 0
     opacity: Tensor  # (n_rays,) sum of weights, in [0, 1]
     coarse_rgb: Tensor | None = None  # (n_rays, 3) hierarchical models' coarse pass
     coarse_opacity: Tensor | None = None  # (n_rays,) and its opacity
@@ -31,8 +36,9 @@ class RenderOutput(NamedTuple):
 def weights_dense(sigmas: Tensor, deltas: Tensor) -> Tensor:
     """weights: (n_rays, n_samples) from sigmas, deltas (n_rays, n_samples)."""
     tau = sigmas * deltas
-    # Exclusive cumulative sum: optical depth before sample i.
-    before = torch.cumsum(tau, dim=-1) - tau
+    # Optical depth before sample i, summed from the ray's start (not cumsum(tau) - tau, which
+    # in float32 loses the thin samples' part behind one very dense sample: opacity above 1).
+    before = torch.cumsum(F.pad(tau[..., :-1], (1, 0)), dim=-1)
     return (1.0 - torch.exp(-tau)) * torch.exp(-before)
 
 
@@ -54,12 +60,17 @@ def weights_packed(sigmas: Tensor, deltas: Tensor, ray_indices: Tensor) -> Tenso
     """
     tau = sigmas * deltas
     # Segmented exclusive cumsum: the global exclusive cumsum minus its value at the ray's
-    # first sample; float64 keeps that difference of large sums exact.
-    tau64 = tau.double() if tau.device.type != "mps" else tau  # MPS has no float64
+    # first sample, in float64 so that the difference of the batch's large sums keeps each
+    # ray's part (MPS has no float64: there on the CPU). Each sample's share is capped at
+    # OPAQUE, beyond which it hides everything behind it anyway: one diverging density must
+    # not swamp the sums of the rays after it.
+    capped = tau.clamp(max=OPAQUE)
+    capped = capped.cpu() if tau.device.type == "mps" else capped
+    tau64 = capped.double()
     exclusive = torch.cumsum(tau64, dim=0) - tau64
     # Index of each sample's ray's first sample (sorted indices: no host sync, unlike bincount).
-    first = torch.searchsorted(ray_indices, ray_indices, side="left")
-    before = (exclusive - exclusive[first]).to(tau.dtype)
+    first = torch.searchsorted(ray_indices, ray_indices, side="left").to(exclusive.device)
+    before = (exclusive - exclusive[first]).to(tau.device, tau.dtype)
     return (1.0 - torch.exp(-tau)) * torch.exp(-before.clamp(min=0.0))
 
 

@@ -45,6 +45,18 @@ def test_weights_sum_to_opacity_at_most_one_and_opaque_first_sample_takes_all() 
     assert opaque[0].tolist() == pytest.approx([1.0, 0.0, 0.0], abs=1e-7)
 
 
+def test_a_very_dense_sample_keeps_the_optical_depth_before_it() -> None:
+    # Thin samples, then one far denser: its transmittance is exp(-(sum of the thin ones)),
+    # opacity stays at most 1, and an infinite density takes what light is left, no NaN.
+    thin = torch.full((1, 50), 1e-3)
+    for dense in (1e5, float("inf")):
+        sigmas = torch.cat([thin, torch.tensor([[dense, 1.0]])], dim=1)
+        w = weights_dense(sigmas, torch.ones_like(sigmas))
+        assert torch.isfinite(w).all()
+        assert float(w[0, 50]) == pytest.approx(math.exp(-0.05), rel=1e-6)
+        assert float(w.sum()) <= 1.0 + 1e-6 and float(w[0, 51]) == 0.0
+
+
 def test_composite_dense_background_hand_case() -> None:
     weights = torch.tensor([[0.25, 0.25], [0.0, 0.0]])
     rgbs = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]])
@@ -174,3 +186,17 @@ def test_recomposite_equals_rendering_on_the_new_background() -> None:
     ray_indices = torch.arange(5).repeat_interleave(7)
     packed = composite_packed(weights.reshape(-1), rgbs.reshape(-1, 3), t.reshape(-1), ray_indices, 5, old)
     assert torch.allclose(recomposite(packed.rgb, packed.opacity, old, new), expected.rgb, atol=1e-6)
+
+
+def test_packed_rays_after_a_diverging_density_are_unaffected() -> None:
+    # Ray 0 has one sample of huge (or infinite) density; ray 1, after it in the batch, must
+    # get exactly the weights it gets alone (a batch-wide sum must not swamp its part).
+    sigmas1 = torch.tensor([10.0, 10.0, 10.0])
+    deltas1 = torch.full((3,), 0.1)
+    alone = weights_packed(sigmas1, deltas1, torch.zeros(3, dtype=torch.long))
+    for dense in (1e17, float("inf")):
+        sigmas = torch.cat([torch.tensor([dense]), sigmas1])
+        deltas = torch.cat([torch.tensor([0.1]), deltas1])
+        w = weights_packed(sigmas, deltas, torch.tensor([0, 1, 1, 1]))
+        assert float(w[0]) == 1.0
+        torch.testing.assert_close(w[1:], alone, rtol=1e-6, atol=0.0)
