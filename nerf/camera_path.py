@@ -43,7 +43,8 @@ def orbit(
     """(frames, 4, 4) poses on ``turns`` circles about the z axis through ``center``, at
     ``radius`` and ``elevation`` degrees; with ``amplitude`` > 0 a spiral whose elevation
     swings by +-amplitude degrees (one full swing over the path) so that the scene is seen
-    from above and below its mean height. The path closes: the frame after the last is the first."""
+    from above and below its mean height. With whole ``turns`` the path closes: the frame
+    after the last is the first."""
     if frames < 1:
         raise ValueError(f"orbit needs at least 1 frame, got {frames}")
     center = np.asarray(center, dtype=np.float64)
@@ -56,10 +57,11 @@ def orbit(
     return np.stack([look_at(eye, center) for eye in eyes]).astype(np.float32)
 
 
-def look_target(poses: np.ndarray) -> np.ndarray:
+def look_target(poses: np.ndarray, distance: float) -> np.ndarray:
     """The point (3,) closest, in least squares, to every camera's optical axis: the centre
-    of what (n, 4, 4) ``poses`` look at. Falls back to the cameras' centroid when the axes
-    are (nearly) parallel."""
+    of what (n, 4, 4) ``poses`` look at. Where the axes do not pin one point down (a single
+    camera, or parallel axes), the point ``distance`` ahead of the cameras' centroid along
+    their mean axis."""
     origins = poses[:, :3, 3].astype(np.float64)
     axes = -poses[:, :3, 2].astype(np.float64)
     axes /= np.linalg.norm(axes, axis=-1, keepdims=True)
@@ -67,17 +69,19 @@ def look_target(poses: np.ndarray) -> np.ndarray:
     a = projectors.sum(axis=0)
     b = (projectors @ origins[:, :, None]).sum(axis=0)[:, 0]
     if np.linalg.cond(a) > 1e6:
-        return origins.mean(axis=0)
+        mean_axis = axes.mean(axis=0)
+        return origins.mean(axis=0) + distance * mean_axis / np.linalg.norm(mean_axis)
     return np.linalg.solve(a, b)
 
 
 def video_path(
     kind: str, frames: int, radius: float | None, elevation: float, amplitude: float, turns: float,
-    around: np.ndarray,
+    around: np.ndarray, distance: float,
 ) -> np.ndarray:
     """(frames, 4, 4) poses of the ``orbit`` or ``spiral`` path around what the cameras
-    ``around`` (n, 4, 4) look at, at ``radius`` (None: their mean distance from it)."""
-    center = look_target(around)
+    ``around`` (n, 4, 4) look at (:func:`look_target`, ``distance`` ahead of them where their
+    axes do not meet), at ``radius`` (None: their mean distance from it)."""
+    center = look_target(around, distance)
     if radius is None:
         radius = float(np.linalg.norm(around[:, :3, 3] - center, axis=-1).mean())
     swing = amplitude if kind == "spiral" else 0.0

@@ -47,7 +47,7 @@ def main() -> None:
     focal = views.focal * width / views.width
     if args.poses is None:
         poses = video_path(config.path, config.frames, config.radius, config.elevation, config.amplitude,
-                           config.turns, views.poses)
+                           config.turns, views.poses, (model.near + model.far) / 2)
     else:
         requested = read_poses(args.poses)
         poses = requested.poses

@@ -59,19 +59,27 @@ def test_look_target_recovers_the_point_cameras_look_at() -> None:
     target = np.array([0.3, -0.4, 0.2])
     eyes = rng.normal(size=(10, 3)) * 3 + np.array([0, 0, 2])
     poses = np.stack([look_at(eye, target) for eye in eyes])
-    assert np.allclose(look_target(poses), target, atol=1e-9)
-    # Parallel axes meet nowhere: the cameras' centroid.
+    assert np.allclose(look_target(poses, 3.0), target, atol=1e-9)
+    # Parallel axes meet nowhere: the point 3 ahead of the cameras' centroid.
     parallel = np.stack([look_at(np.array([x, 0.0, 5.0]), np.array([x, 0.0, 0.0])) for x in (0.0, 1.0, 2.0)])
-    assert np.allclose(look_target(parallel), [1.0, 0.0, 5.0])
+    assert np.allclose(look_target(parallel, 3.0), [1.0, 0.0, 2.0])
 
 
 def test_video_path_defaults_to_the_cameras_distance() -> None:
     around = orbit(8, 4.0, 45.0, np.array([0.1, 0.2, 0.0]))
-    path = video_path("spiral", 6, None, 10.0, 5.0, 1.0, around)
+    path = video_path("spiral", 6, None, 10.0, 5.0, 1.0, around, 3.0)
     assert path.shape == (6, 4, 4)
     assert np.allclose(np.linalg.norm(path[:, :3, 3] - [0.1, 0.2, 0.0], axis=-1), 4.0, atol=1e-4)
-    same_height = video_path("orbit", 6, 2.0, 10.0, 5.0, 1.0, around)  # orbit ignores the amplitude
+    same_height = video_path("orbit", 6, 2.0, 10.0, 5.0, 1.0, around, 3.0)  # orbit ignores the amplitude
     assert np.allclose(same_height[:, 2, 3], 2.0 * math.sin(math.radians(10.0)), atol=1e-5)
+
+
+def test_video_path_around_one_camera_circles_the_point_it_looks_at() -> None:
+    # One test view: no meeting point of axes; the orbit circles the point `distance` ahead.
+    one = look_at(np.array([0.0, -4.0, 0.0]), np.zeros(3))[None]
+    path = video_path("orbit", 4, None, 0.0, 0.0, 1.0, one, 4.0)
+    assert np.allclose(np.linalg.norm(path[:, :3, 3], axis=-1), 4.0, atol=1e-5)
+    assert np.allclose(path[:, 2, 3], 0.0, atol=1e-6)
 
 
 def test_read_poses_blender_convention(tmp_path) -> None:
