@@ -134,7 +134,9 @@ class NerfModelConfig:
     dir_frequencies: int = _range(4, ge=0)
     width: int = _range(256, ge=1)
     depth: int = _range(8, ge=1)
-    skip: int = _range(4, ge=0)
+    # As the seed's: the index of the layer whose input is [hidden, encoded position]; 5 is the
+    # paper's (its code's skips=[4] concatenates after layer 4, so layer 5 takes the input).
+    skip: int = _range(5, ge=0)
     coarse_samples: int = _range(64, ge=1)
     fine_samples: int = _range(128, ge=0)
     rays_per_batch: int = _range(1024, ge=1)
@@ -181,6 +183,14 @@ class FastModelConfig:
             raise ConfigError(
                 "model.fast.max_resolution must be >= model.fast.base_resolution, "
                 f"got {self.max_resolution} < {self.base_resolution}"
+            )
+        # The hash grid's kernels address table values with 32-bit integers; every level's
+        # table holds at most 2^log2_table_size rows.
+        values = self.levels * self.features_per_level * 2**self.log2_table_size
+        if values >= 2**31:
+            raise ConfigError(
+                "model.fast: levels x features_per_level x 2^log2_table_size must be below 2^31 (an "
+                f"8-GiB table), got {self.levels} x {self.features_per_level} x 2^{self.log2_table_size}"
             )
 
 

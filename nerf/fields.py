@@ -112,7 +112,7 @@ class NerfField(nn.Module):
 
     def __init__(
         self, pos_frequencies: int = 10, dir_frequencies: int = 4, width: int = 256,
-        depth: int = 8, skip: int = 4,
+        depth: int = 8, skip: int = 5,
     ) -> None:
         super().__init__()
         self.pos_frequencies, self.dir_frequencies = pos_frequencies, dir_frequencies

@@ -91,6 +91,19 @@ def test_skip_mlp_concatenates_input_at_skip_layer() -> None:
     assert mlp(torch.rand(3, 5)).shape == (3, 8)
 
 
+def test_default_fields_feed_the_input_back_where_the_paper_and_the_seed_do() -> None:
+    # NeRF (Mildenhall et al., its code's skips=[4]): the sixth layer takes [hidden, position];
+    # the seed notebook: its sixth layer too. From the params' defaults, as the pipeline builds them.
+    from nerf.config import NerfModelConfig, SeedModelConfig
+
+    nerf = NerfModelConfig()
+    trunk = NerfField(nerf.pos_frequencies, nerf.dir_frequencies, nerf.width, nerf.depth, nerf.skip).trunk
+    assert [layer.in_features for layer in trunk.layers] == [63, 256, 256, 256, 256, 319, 256, 256]
+    seed = SeedModelConfig()
+    mlp = SeedField(seed.frequencies, seed.width, seed.depth, seed.skip).mlp
+    assert [layer.in_features for layer in mlp.layers] == [126, 256, 256, 256, 256, 382, 256, 256]
+
+
 def test_trunc_exp_value_and_clamped_gradient() -> None:
     x = torch.tensor([0.0, 1.0, 20.0], requires_grad=True)
     y = trunc_exp(x)
