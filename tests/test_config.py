@@ -58,6 +58,8 @@ def test_round_trip_of_defaults(tmp_path):
         (lambda p: p["train"].update(compile="yes"), "train.compile", "true or false"),
         (lambda p: p["model"].update(kind="mlp"), "model.kind", "one of"),
         (lambda p: p["model"].update(fast=3), "model.fast", "a mapping"),
+        (lambda p: p["model"]["fast"].update(levels=16, log2_table_size=26), "model.fast",
+         "below 2^31 (an 8-GiB table), got 16 x 2 x 2^26"),
         (lambda p: p["model"]["fast"].update(hash_kernel="cuda"), "model.fast.hash_kernel",
          "one of 'auto', 'torch', 'triton'"),
         (lambda p: p["eval"].update(ssim_sigma=float("nan")), "eval.ssim_sigma", "finite"),
