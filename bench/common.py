@@ -43,7 +43,8 @@ def params_with(path: Path, kind: str, overrides: Sequence[str] = ()) -> Params:
         for name in parents:
             node = node.get(name) if isinstance(node, dict) else None
         if not sep or not isinstance(node, dict) or leaf not in node:
-            raise ConfigError(f"--set {item}: expected KEY=VALUE with KEY a key of {path}, e.g. train.steps=2000")
+            raise ConfigError(f"--set {item}: expected KEY=VALUE with KEY a key of {path}, "
+                              "e.g. train.steps=2000")
         node[leaf] = yaml.safe_load(text)
     try:
         params = build(Params, values)

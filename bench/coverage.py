@@ -30,10 +30,11 @@ def measure(kind: str, device: torch.device, steps: int | None, params_path: Pat
     params = params_with(params_path, kind, overrides)
     train_views, test_views = load_split(params.data.source, params.split)
     if test_views.alpha is None:
-        raise ConfigError(f"data.source {params.data.source} has no alpha: bench.coverage needs an RGBA source "
-                          "(a Blender folder)")
+        raise ConfigError(f"data.source {params.data.source} has no alpha: bench.coverage needs an RGBA "
+                          "source (a Blender folder)")
     model = make_model(params.model, params, train_views, device, params.train.seed)
-    config = dataclasses.replace(params.train, steps=steps or params.train.steps, val_every=10**9, checkpoint_every=0)
+    config = dataclasses.replace(params.train, steps=steps or params.train.steps, val_every=10**9,
+                                 checkpoint_every=0)
     summary = train(model, train_views, None, config, device, progress=False)
     model.eval()
     scores, errors, empty = [], [], []
@@ -47,7 +48,8 @@ def measure(kind: str, device: torch.device, steps: int | None, params_path: Pat
             empty.append(float(opacity[alpha < 0.01].mean()))
     mean = lambda values: sum(values) / len(values)
     return {"kind": kind, "device": machine(device), "image": f"{test_views.width}x{test_views.height}",
-            "random_background": random_background, "steps": summary.steps, "seconds": round(summary.seconds, 1),
+            "random_background": random_background, "steps": summary.steps,
+            "seconds": round(summary.seconds, 1),
             "psnr": round(mean(scores), 3), "opacity_error": round(mean(errors), 5),
             "empty_opacity": round(mean(empty), 5), "overrides": " ".join(overrides)}
 

@@ -39,8 +39,9 @@ def fingerprint(kind: str, steps: int, params_path: Path, overrides: list[str]) 
     for name, value in model.state_dict().items():
         digest.update(name.encode())
         digest.update(value.detach().contiguous().numpy().tobytes())
-    return {"kind": kind, "steps": summary.steps, "mean_loss": repr(summary.loss), "weights_sha256": digest.hexdigest()[:16],
-            "processor": processor(), "threads": torch.get_num_threads(), "aten": torch.backends.cpu.get_cpu_capability(),
+    return {"kind": kind, "steps": summary.steps, "mean_loss": repr(summary.loss),
+            "weights_sha256": digest.hexdigest()[:16], "processor": processor(),
+            "threads": torch.get_num_threads(), "aten": torch.backends.cpu.get_cpu_capability(),
             "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY", "-"),
             "MKL_CBWR": os.environ.get("MKL_CBWR", "-"), "torch": torch.__version__}
 

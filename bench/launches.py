@@ -78,7 +78,9 @@ def _counts(events, device: torch.device) -> tuple[collections.Counter, int]:
     return counted, in_adam
 
 
-def count_launches(params_path: Path, overrides: list[str], device: torch.device, steps: int, warmup: int) -> dict:
+def count_launches(
+    params_path: Path, overrides: list[str], device: torch.device, steps: int, warmup: int
+) -> dict:
     params = params_with(params_path, "fast", overrides)
     train_views, _ = load_split(params.data.source, params.split)
     model = make_model(params.model, params, train_views, device, params.train.seed)
@@ -109,10 +111,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=16,
-                        help="profiled steps (a multiple of grid_update_every: each run has the same grid updates)")
+                        help="profiled steps (a multiple of grid_update_every: each run has the same "
+                             "grid updates)")
     parser.add_argument("--warmup", type=int, default=20)
     add_params_arguments(parser)
-    parser.add_argument("--out", type=Path, default=None, help="CSV path (default bench/results/launches_<device>.csv)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="CSV path (default bench/results/launches_<device>.csv)")
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = []

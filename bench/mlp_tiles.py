@@ -61,7 +61,8 @@ def main() -> None:
     for text in args.tilings:
         parts = text.split("/")
         if len(parts) != len(TILES) or not all(p.isdigit() for p in parts):
-            raise ConfigError(f"--tilings {text}: expected ROWS/N/K/WARPS/STAGES, five integers, e.g. 128/128/64/8/2")
+            raise ConfigError(f"--tilings {text}: expected ROWS/N/K/WARPS/STAGES, five integers, "
+                              "e.g. 128/128/64/8/2")
         tilings.append(dict(zip(TILES, map(int, parts))))
     config = params_with(args.params, "seed").model.seed
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -82,8 +83,8 @@ def main() -> None:
         (out * upstream).sum().backward()
         return out
 
-    rows = [{"code": "pytorch (bf16 autocast)", "ms": round(timed(pytorch, device, args.repeats, args.warmup), 3),
-             "max_difference": ""}]
+    reference_ms = round(timed(pytorch, device, args.repeats, args.warmup), 3)
+    rows = [{"code": "pytorch (bf16 autocast)", "ms": reference_ms, "max_difference": ""}]
     print(f"{machine(device)}, {args.samples} samples, {config.depth}x{config.width}: {rows[0]}", flush=True)
     first = None
     for tiling in tilings:

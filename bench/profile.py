@@ -30,7 +30,8 @@ def profile_kind(kind: str, device: torch.device, steps: int, warmup: int, param
     train(model, train_views, None, dataclasses.replace(config, steps=warmup), device, progress=False)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        summary = train(model, train_views, None, dataclasses.replace(config, steps=steps), device, progress=False)
+        summary = train(model, train_views, None, dataclasses.replace(config, steps=steps), device,
+                        progress=False)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     arithmetic = precision(params, device, model)
     head = (f"{kind} on {machine(device)}, {arithmetic}, compiled {params.train.compile}: {steps} steps in "

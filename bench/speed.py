@@ -3,8 +3,8 @@
 python -m bench.speed [--kinds seed nerf fast] [--devices cpu cuda] [--steps 20] [--set train.precision=fp32]
 
 Uses params.yaml's model configs on the embedded sample split; prints a table and writes
-bench/results/speed.csv. Medians over timed steps after warm-up steps; peak memory is the GPU's peak allocation,
-or the process's peak resident set on the CPU.
+bench/results/speed.csv. Medians over timed steps after warm-up steps; peak memory is the GPU's
+peak allocation, or the process's peak resident set on the CPU.
 """
 
 from __future__ import annotations

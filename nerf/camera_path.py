@@ -38,7 +38,8 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -
 
 
 def orbit(
-    frames: int, radius: float, elevation: float, center: np.ndarray, amplitude: float = 0.0, turns: float = 1.0
+    frames: int, radius: float, elevation: float, center: np.ndarray, amplitude: float = 0.0,
+    turns: float = 1.0,
 ) -> np.ndarray:
     """(frames, 4, 4) poses on ``turns`` circles about the z axis through ``center``, at
     ``radius`` and ``elevation`` degrees; with ``amplitude`` > 0 a spiral whose elevation
@@ -114,9 +115,11 @@ def read_poses(path: str | Path) -> PoseFile:
         raise DataError(f"{path}: malformed JSON ({err})") from None
     frames = meta.get("frames") if isinstance(meta, dict) else None
     if not isinstance(frames, list) or not frames:
-        raise DataError(f'{path}: expected {{"frames": [{{"transform_matrix": 4x4}}, ...]}} with at least one frame')
+        raise DataError(f'{path}: expected {{"frames": [{{"transform_matrix": 4x4}}, ...]}} '
+                        "with at least one frame")
     angle = meta.get("camera_angle_x")
-    if angle is not None and (isinstance(angle, bool) or not isinstance(angle, (int, float)) or not 0 < angle < math.pi):
+    if angle is not None and (isinstance(angle, bool) or not isinstance(angle, (int, float))
+                              or not 0 < angle < math.pi):
         raise DataError(f"{path}: camera_angle_x must be an angle in (0, pi) radians, got {angle!r}")
     poses, names = [], []
     for i, frame in enumerate(frames):

@@ -262,7 +262,8 @@ class VideoConfig:
     def __post_init__(self) -> None:
         if self.path == "spiral" and abs(self.elevation) + self.amplitude > 89.0:
             raise ConfigError(
-                f"video.elevation={self.elevation} +- video.amplitude={self.amplitude} leaves (-89, 89) degrees"
+                f"video.elevation={self.elevation} +- video.amplitude={self.amplitude} "
+                "leaves (-89, 89) degrees"
             )
 
 

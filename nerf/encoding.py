@@ -109,8 +109,10 @@ def _table_gradient(table: Tensor, rows: Tensor, weights: Tensor, grad: Tensor) 
     """
     if grad.device.type == "cpu":
         flat = rows.reshape(-1)
-        columns = [torch.bincount(flat, weights=(weights * grad[:, f, None]).reshape(-1), minlength=table.shape[0])
-                   for f in range(grad.shape[1])]
+        columns = [
+            torch.bincount(flat, weights=(weights * grad[:, f, None]).reshape(-1), minlength=table.shape[0])
+            for f in range(grad.shape[1])
+        ]
         return torch.stack(columns, dim=1).to(table.dtype)
     per_row = (weights[..., None] * grad[:, None, :]).reshape(-1, grad.shape[1])
     return torch.zeros_like(table).index_add_(0, rows.reshape(-1).long(), per_row)  # int32: slow path
@@ -242,11 +244,13 @@ class HashGrid(nn.Module):
         if d > 0:
             stride = (res[:d] + 1).view(-1, 1, 1)
             zs = z[:d] * stride * stride + self.offsets[:d].view(-1, 1, 1)
-            torch.add(zs[:, :, None, None] + (y[:d] * stride)[:, None, :, None], x[:d, None, None], out=rows[:d])
+            torch.add(zs[:, :, None, None] + (y[:d] * stride)[:, None, :, None], x[:d, None, None],
+                      out=rows[:d])
         if d < levels:
             mask = self.hash_mask  # (a ^ b ^ c) & mask, with each term masked first
             zh, yh = (z[d:] * self.primes[2]) & mask, (y[d:] * self.primes[1]) & mask
-            torch.bitwise_xor(zh[:, :, None, None] ^ yh[:, None, :, None], x[d:, None, None] & mask, out=rows[d:])
+            torch.bitwise_xor(zh[:, :, None, None] ^ yh[:, None, :, None], x[d:, None, None] & mask,
+                              out=rows[d:])
             rows[d:] += self.offsets[d:].view(-1, 1, 1, 1, 1)
         weights = wz[:, :, None, None] * wy[:, None, :, None] * wx[:, None, None, :]  # (L, 2, 2, 2, n)
         # embedding_bag takes each bag's rows side by side: (n * L, 8), point by point.

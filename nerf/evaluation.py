@@ -103,7 +103,8 @@ def write_evaluation(result: Evaluation, metrics: Path, per_view: Path, plot: Pa
     writer = csv.writer(table, lineterminator="\n")
     writer.writerow(["view", "name", "psnr", "ssim"])
     for i, name in enumerate(result.names):
-        writer.writerow([i, name, _json_float(float(result.psnr[i]), 4), _json_float(float(result.ssim[i]), 5)])
+        psnr, ssim = _json_float(float(result.psnr[i]), 4), _json_float(float(result.ssim[i]), 5)
+        writer.writerow([i, name, psnr, ssim])
     image = _plot_png(result)
     write_json(metrics, result.summary())
     with atomic_file(per_view) as tmp:

@@ -100,7 +100,8 @@ class SeedField(nn.Module):
         if self.uses_triton(points.device):
             from nerf.mlp_kernel import seed_mlp
 
-            out = seed_mlp(inputs, self.frequencies, torch.pi, list(self.mlp.layers), self.mlp.skip, self.head)
+            out = seed_mlp(inputs, self.frequencies, torch.pi, list(self.mlp.layers), self.mlp.skip,
+                           self.head)
         else:
             out = self.head(self.mlp(fourier_encode(inputs, self.frequencies, torch.pi)))
         return sigmoid(out[:, :3]), F.relu(out[:, 3])

@@ -118,7 +118,8 @@ class _HashEncode(torch.autograd.Function):
         points = points.float().contiguous()
         out = torch.empty(points.shape[0], resolutions.shape[0] * table.shape[1], dtype=torch.float32,
                           device=points.device)
-        _launch(points, table.contiguous(), out, resolutions, offsets, bound, n_dense, hash_mask, backward=False)
+        _launch(points, table.contiguous(), out, resolutions, offsets, bound, n_dense, hash_mask,
+                backward=False)
         ctx.save_for_backward(points, resolutions, offsets)
         ctx.settings = (table.shape, bound, n_dense, hash_mask)
         return out
@@ -128,8 +129,8 @@ class _HashEncode(torch.autograd.Function):
         points, resolutions, offsets = ctx.saved_tensors
         shape, bound, n_dense, hash_mask = ctx.settings
         grad_table = torch.zeros(shape, dtype=torch.float32, device=points.device)
-        _launch(points, grad_table, grad.float().contiguous(), resolutions, offsets, bound, n_dense, hash_mask,
-                backward=True)
+        _launch(points, grad_table, grad.float().contiguous(), resolutions, offsets, bound, n_dense,
+                hash_mask, backward=True)
         return None, grad_table, None, None, None, None, None
 
 

@@ -63,7 +63,8 @@ def ssim(pred: Tensor, target: Tensor, kernel_size: int = 11, sigma: float = 1.5
             f"{gaussian_window_size(sigma)}-pixel Gaussian window for it"
         )
     if min(pred.shape[1:3]) <= kernel_size // 2:
-        raise ValueError(f"images of shape {tuple(pred.shape)} are too small for a {kernel_size}-pixel SSIM window")
+        raise ValueError(f"images of shape {tuple(pred.shape)} are too small for a {kernel_size}-pixel "
+                         "SSIM window")
     # Imported here: torchmetrics takes ~1 s to import, and of the stages only evaluate needs it.
     from torchmetrics.functional.image import structural_similarity_index_measure
 

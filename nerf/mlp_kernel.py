@@ -102,8 +102,8 @@ def _forward(inputs, n, scale, hidden_t, in_t, biases, head, head_bias, encoded,
                 acc = _product(encoded, IN, IN, in_t, WIDTH, 1, n0, rows, live, BLOCK_ROWS, BLOCK_N, BLOCK_K,
                                STAGES)
             else:
-                acc = _product(acts + before * stride, WIDTH, WIDTH, hidden_t + (layer - 1) * WIDTH * WIDTH, WIDTH,
-                               1, n0, rows, live, BLOCK_ROWS, BLOCK_N, BLOCK_K, STAGES)
+                acc = _product(acts + before * stride, WIDTH, WIDTH, hidden_t + (layer - 1) * WIDTH * WIDTH,
+                               WIDTH, 1, n0, rows, live, BLOCK_ROWS, BLOCK_N, BLOCK_K, STAGES)
                 if layer == SKIP:
                     acc += _product(encoded, IN, IN, in_t + IN * WIDTH, WIDTH, 1, n0, rows, live, BLOCK_ROWS,
                                     BLOCK_N, BLOCK_K, STAGES)
@@ -141,8 +141,8 @@ def _backward(grad_out, n, hidden_t, head, acts, grads, bias_grads,
                     dout = tl.load(grad_out + rows * 4 + j, mask=live, other=0.0)
                     g += dout[:, None] * tl.load(head + j * WIDTH + cols)[None, :]
             else:  # g_l[:, i] = sum_o gp_{l+1}[:, o] W_{l+1}[o, i], W_{l+1}[o, i] = hidden_t[l][i, o]
-                g = _product(grads + (layer + 1) * stride, WIDTH, WIDTH, hidden_t + layer * WIDTH * WIDTH, 1, WIDTH,
-                             n0, rows, live, BLOCK_ROWS, BLOCK_N, BLOCK_K, STAGES)
+                g = _product(grads + (layer + 1) * stride, WIDTH, WIDTH, hidden_t + layer * WIDTH * WIDTH, 1,
+                             WIDTH, n0, rows, live, BLOCK_ROWS, BLOCK_N, BLOCK_K, STAGES)
             where = rows[:, None] * WIDTH + cols[None, :]
             h = tl.load(acts + layer * stride + where, mask=live[:, None], other=0.0)
             gp = _bf16(tl.where(h > 0, g, 0.0))
@@ -171,7 +171,8 @@ class _SeedMLP(torch.autograd.Function):
         depth, width = len(weights), weights[0].shape[0]
         features = weights[0].shape[1]
         padded = triton.next_power_of_2(max(features, 16))
-        hidden = [w[:, :width].t() for w in weights[1:]] or [weights[0].new_zeros(width, width)]  # depth 1: unused
+        # Depth 1 has no hidden layer: a zero one, unused, keeps the kernels' arguments.
+        hidden = [w[:, :width].t() for w in weights[1:]] or [weights[0].new_zeros(width, width)]
         hidden_t = torch.stack(hidden).to(torch.bfloat16).contiguous()
         # The first layer's weights and the skip layer's for the features (zeros without one).
         skip_w = weights[skip][:, width:] if 0 < skip < depth else weights[0].new_zeros(width, features)
@@ -184,8 +185,9 @@ class _SeedMLP(torch.autograd.Function):
         out = torch.empty(n, 4, dtype=torch.float32, device=device)
         if n > 0:
             _forward[(triton.cdiv(n, BLOCK_ROWS),)](
-                inputs.float().contiguous(), n, scale, hidden_t, in_t, bias, head, head_bias, encoded, acts, out,
-                IN_DIM=in_dim, FREQUENCIES=frequencies, IN=padded, WIDTH=width, DEPTH=depth, SKIP=skip, SAVE=save,
+                inputs.float().contiguous(), n, scale, hidden_t, in_t, bias, head, head_bias, encoded, acts,
+                out, IN_DIM=in_dim, FREQUENCIES=frequencies, IN=padded, WIDTH=width, DEPTH=depth, SKIP=skip,
+                SAVE=save,
                 **_blocks(width, padded),
             )
         if save:
@@ -202,8 +204,8 @@ class _SeedMLP(torch.autograd.Function):
         grads = torch.empty_like(acts)
         bias_grads = torch.empty(blocks, depth, width, dtype=torch.float32, device=acts.device)
         if n > 0:
-            _backward[(blocks,)](grad_out, n, hidden_t, head, acts, grads, bias_grads, WIDTH=width, DEPTH=depth,
-                                 **_blocks(width, ctx.padded))
+            _backward[(blocks,)](grad_out, n, hidden_t, head, acts, grads, bias_grads, WIDTH=width,
+                                 DEPTH=depth, **_blocks(width, ctx.padded))
         x = encoded[:, :ctx.features]
         bias = bias_grads.sum(0)  # (depth, width): the programs' partial sums
         params: list[Tensor] = []

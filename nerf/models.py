@@ -54,7 +54,8 @@ class _Scene(nn.Module):
 
     def fields(self) -> list[nn.Module]:
         """The radiance fields this model evaluates (what training may compile)."""
-        return [m for m in (getattr(self, name, None) for name in ("field", "coarse", "fine")) if m is not None]
+        found = (getattr(self, name, None) for name in ("field", "coarse", "fine"))
+        return [m for m in found if m is not None]
 
     def _render_dense(self, field: nn.Module, rays: Rays, t: Tensor) -> tuple[RenderOutput, Tensor]:
         """Field at depths t (n_rays, n_samples) -> render output and weights."""
@@ -81,7 +82,9 @@ class SeedModel(_Scene):
     def rays_per_batch(self) -> int | None:
         return None
 
-    def render_rays(self, rays: Rays, randomized: bool, generator: torch.Generator | None = None) -> RenderOutput:
+    def render_rays(
+        self, rays: Rays, randomized: bool, generator: torch.Generator | None = None
+    ) -> RenderOutput:
         t = stratified_samples(
             len(rays), self.config.samples, self.near, self.far, randomized, rays.origins.device, generator
         )
@@ -104,9 +107,12 @@ class NerfModel(_Scene):
     def rays_per_batch(self) -> int | None:
         return self.config.rays_per_batch
 
-    def render_rays(self, rays: Rays, randomized: bool, generator: torch.Generator | None = None) -> RenderOutput:
+    def render_rays(
+        self, rays: Rays, randomized: bool, generator: torch.Generator | None = None
+    ) -> RenderOutput:
         device = rays.origins.device
-        t = stratified_samples(len(rays), self.config.coarse_samples, self.near, self.far, randomized, device, generator)
+        t = stratified_samples(len(rays), self.config.coarse_samples, self.near, self.far, randomized, device,
+                               generator)
         coarse, weights = self._render_dense(self.coarse, rays, t)
         if self.fine is None:
             return coarse
@@ -157,7 +163,9 @@ class FastModel(_Scene):
         if step > 0 and step % self.config.grid_update_every == 0:
             self.occupancy.update(self.field.density, generator=generator)
 
-    def render_rays(self, rays: Rays, randomized: bool, generator: torch.Generator | None = None) -> RenderOutput:
+    def render_rays(
+        self, rays: Rays, randomized: bool, generator: torch.Generator | None = None
+    ) -> RenderOutput:
         samples = self.occupancy.march(rays, self.near, self.far, randomized, generator)
         t_mid = 0.5 * (samples.t_starts + samples.t_ends)
         origins = rays.origins[samples.ray_indices]

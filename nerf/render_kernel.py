@@ -86,7 +86,8 @@ def _backward(sigmas, deltas, rgbs, ts, bounds, background, out_rgb, out_opacity
               grad_opacity, grad_depth, grad_sigmas, grad_rgbs, BLOCK: tl.constexpr):
     ray = tl.program_id(0).to(tl.int64)
     start, end = tl.load(bounds + ray), tl.load(bounds + ray + 1)
-    gr, gg, gb = tl.load(grad_rgb + ray * 3 + 0), tl.load(grad_rgb + ray * 3 + 1), tl.load(grad_rgb + ray * 3 + 2)
+    gr, gg, gb = (tl.load(grad_rgb + ray * 3 + 0), tl.load(grad_rgb + ray * 3 + 1),
+                  tl.load(grad_rgb + ray * 3 + 2))
     br, bg, bb = tl.load(background + 0), tl.load(background + 1), tl.load(background + 2)
     opacity = tl.load(out_opacity + ray)
     # What one unit of weight passes on beyond its colour: opacity, less the background it hides.
@@ -94,8 +95,10 @@ def _backward(sigmas, deltas, rgbs, ts, bounds, background, out_rgb, out_opacity
     gd = tl.load(grad_depth + ray)
     # The ray's sum of w_k u_k, from the forward's outputs: sum w_k c_k = rgb - (1 - O) bg.
     empty = 1.0 - opacity
-    total = (gr * (tl.load(out_rgb + ray * 3 + 0) - empty * br) + gg * (tl.load(out_rgb + ray * 3 + 1) - empty * bg)
-             + gb * (tl.load(out_rgb + ray * 3 + 2) - empty * bb) + go * opacity + gd * tl.load(out_depth + ray))
+    total = (gr * (tl.load(out_rgb + ray * 3 + 0) - empty * br)
+             + gg * (tl.load(out_rgb + ray * 3 + 1) - empty * bg)
+             + gb * (tl.load(out_rgb + ray * 3 + 2) - empty * bb)
+             + go * opacity + gd * tl.load(out_depth + ray))
     # Each sample's gradients, with the sum of w_k u_k over the samples behind it.
     before = 0.0
     done = 0.0
@@ -129,8 +132,8 @@ class _RenderPacked(torch.autograd.Function):
         opacity = torch.empty(n_rays, dtype=torch.float32, device=sigmas.device)
         depth = torch.empty(n_rays, dtype=torch.float32, device=sigmas.device)
         if n_rays > 0:
-            _forward[(n_rays,)](sigmas, deltas, rgbs, t_mid, bounds, background, rgb, opacity, depth, BLOCK=_BLOCK,
-                                enable_fp_fusion=False)
+            _forward[(n_rays,)](sigmas, deltas, rgbs, t_mid, bounds, background, rgb, opacity, depth,
+                                BLOCK=_BLOCK, enable_fp_fusion=False)
         ctx.save_for_backward(sigmas, deltas, rgbs, t_mid, bounds, background, rgb, opacity, depth)
         return rgb, opacity, depth
 

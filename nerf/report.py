@@ -121,7 +121,8 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
         "",
         "## Plots",
         "",
-        f"[Training curves, per-view PSNR, renders and the orbit video, `{old}` against `{new_name}`]({_link(index, out)})"
+        f"[Training curves, per-view PSNR, renders and the orbit video, `{old}` against `{new_name}`]"
+        f"({_link(index, out)})"
         if index.is_file()
         else "No plots found.",
         "",

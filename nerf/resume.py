@@ -112,7 +112,8 @@ def load(path: Path, fingerprint: Mapping[str, str], steps: int, seconds: float 
         return Resume(None, {}, f"{path} was made with different inputs ({shown}); starting over from step 0")
     step, spent = int(state["step"]), float(state["seconds"])
     if step >= steps or (seconds is not None and spent >= seconds):
-        held = f"all {steps} steps" if step >= steps else f"{spent:.1f} s of training, the whole {seconds:g}-s budget,"
+        held = (f"all {steps} steps" if step >= steps
+                else f"{spent:.1f} s of training, the whole {seconds:g}-s budget,")
         return Resume(state, logs, f"{path} already holds {held} with these inputs; nothing left to train "
                       f"(delete {path.parent} to train again from scratch)")
     budget = f" (or {spent:.1f} s of {seconds:g} s)" if seconds is not None else ""

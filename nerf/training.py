@@ -346,7 +346,8 @@ class _Loop:
         """One optimizer step; ``step`` counts from 1."""
         model, data, generator = self.model, self.data, self.generator
         for group in self.optimizer.param_groups:
-            progress = schedule_progress(step - 1, self.config.steps - 1, self.seconds, self.config.time_budget)
+            progress = schedule_progress(step - 1, self.config.steps - 1, self.seconds,
+                                         self.config.time_budget)
             group["lr"] = learning_rate(progress, self.lr0, self.lr_final)
         model.before_step(step - 1, generator)
         n_rays = model.rays_per_batch()
@@ -362,7 +363,8 @@ class _Loop:
         if self.config.random_background and data.alpha is not None:
             alpha = data.alpha[index]
             new = torch.rand(len(index), 3, device=self.device, generator=generator)
-        mse, loss = colour_loss(out, model.background, Target(data.colors[index], data.background, alpha, new))
+        target = Target(data.colors[index], data.background, alpha, new)
+        mse, loss = colour_loss(out, model.background, target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -393,14 +395,17 @@ class _Loop:
             self.live.step = step
             self.live.log_metric("train/loss", self.last_loss)
             self.live.log_metric("train/psnr", train_psnr)
-            self.live.log_metric("train/learning_rate", self.optimizer.param_groups[0]["lr"])  # the last step's
+            # The last step's rate.
+            self.live.log_metric("train/learning_rate", self.optimizer.param_groups[0]["lr"])
             self.live.log_metric("train/seconds", self.seconds)
 
 
 # --------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: str | Path, model: Model, model_config: ModelConfig, extra: dict | None = None) -> None:
+def save_checkpoint(
+    path: str | Path, model: Model, model_config: ModelConfig, extra: dict | None = None
+) -> None:
     """Weights plus everything needed to rebuild the model, written atomically."""
     state = {
         "model_config": to_dict(model_config),

@@ -32,7 +32,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="checkpoint (models/model.pt)")
     parser.add_argument("--test", type=Path, required=True, help="test views (data/split/test.npz)")
-    parser.add_argument("--poses", type=Path, help="JSON file of camera poses to render instead of the test views")
+    parser.add_argument("--poses", type=Path,
+                        help="JSON file of camera poses to render instead of the test views")
     parser.add_argument("--out", type=Path, required=True, help="renders folder to write")
     args = parser.parse_args()
 
@@ -58,7 +59,8 @@ def main() -> None:
             write_png(out / "rgb" / name, rgb)
             if truths[i] is not None:
                 write_png(out / "compare" / name, side_by_side(truths[i], rgb))
-            write_png(out / "depth" / name, depth_image(result.depth.cpu().numpy(), opacity, model.near, model.far))
+            depth = depth_image(result.depth.cpu().numpy(), opacity, model.near, model.far)
+            write_png(out / "depth" / name, depth)
             write_png(out / "opacity" / name, colorize(opacity, 0.0, 1.0, "viridis"))
     print(f"render: {len(poses)} views of {width}x{height} -> {args.out}")
 

@@ -43,7 +43,8 @@ def main() -> None:
     ).to(device)
     print(f"train: {params.model.kind} on {device}, {train_views.n_views} views of "
           f"{train_views.width}x{train_views.height} ({val_views.n_views} for validation), "
-          f"{params.train.steps} steps" + (f" or {params.train.time_budget:g} s" if params.train.time_budget else ""))
+          f"{params.train.steps} steps"
+          + (f" or {params.train.time_budget:g} s" if params.train.time_budget else ""))
 
     # What a checkpoint must share with this run to be resumed: the params this stage reads
     # (how often checkpoints are written does not change the result), inputs, code.
@@ -76,7 +77,8 @@ def main() -> None:
         save_checkpoint(out_dir / "model.pt", model, params.model, {"train_summary": record})
     val_text = f", validation PSNR {summary.val_psnr:.2f} dB" if summary.val_psnr is not None else ""
     print(f"train: {summary.steps} steps in {summary.seconds:.1f} s "
-          f"({summary.steps / summary.seconds:.2f} steps/s), train PSNR {summary.train_psnr:.2f} dB{val_text}")
+          f"({summary.steps / summary.seconds:.2f} steps/s), "
+          f"train PSNR {summary.train_psnr:.2f} dB{val_text}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ from nerf.views import load_views
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="checkpoint (models/model.pt)")
-    parser.add_argument("--test", type=Path, required=True, help="test views: their camera and where they look")
+    parser.add_argument("--test", type=Path, required=True,
+                        help="test views: their camera and where they look")
     parser.add_argument("--poses", type=Path, help="JSON file of camera poses to follow instead of the orbit")
     parser.add_argument("--out", type=Path, required=True, help="video folder to write")
     args = parser.parse_args()
@@ -56,8 +57,10 @@ def main() -> None:
     frames = []
     with deterministic(device):
         for pose in tqdm(poses, desc="video", unit="frame", dynamic_ncols=True):
-            result = render_image(model, torch.from_numpy(pose).to(device), height, width, focal, params.render.chunk)
-            depth = depth_image(result.depth.cpu().numpy(), result.opacity.cpu().numpy(), model.near, model.far)
+            result = render_image(model, torch.from_numpy(pose).to(device), height, width, focal,
+                                  params.render.chunk)
+            depth = depth_image(result.depth.cpu().numpy(), result.opacity.cpu().numpy(), model.near,
+                                model.far)
             frames.append(video_frame(result.rgb.clamp(0, 1).cpu().numpy(), depth))
     with atomic_dir(args.out) as out:
         write_mp4(out / "video.mp4", frames, config.fps)

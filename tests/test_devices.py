@@ -55,7 +55,8 @@ def needs_the_triton_kernels(kernels: str) -> None:
 def crops() -> Views:
     """Central 40x40 crops of the embedded sample's 80 views."""
     scene = load_scene(REPO / "assets" / "tiny_lego.npz")
-    return Views(scene.images[:, 30:70, 30:70], scene.poses, scene.focal, scene.names, np.zeros(3, np.float32))
+    crops = scene.images[:, 30:70, 30:70]
+    return Views(crops, scene.poses, scene.focal, scene.names, np.zeros(3, np.float32))
 
 
 @pytest.mark.parametrize("kind, kernels", [("seed", "auto"), ("nerf", "auto"), ("fast", "torch"),
@@ -113,7 +114,9 @@ def test_compiled_bf16_training_on_the_device_matches_eager_loosely(crops) -> No
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=0.05)
 
 
-def train_with_each_code(kind: str, train_views: Views, steps: int, precision: str) -> tuple[list[float], Model]:
+def train_with_each_code(
+    kind: str, train_views: Views, steps: int, precision: str
+) -> tuple[list[float], Model]:
     """The final losses of ``kind`` trained with the PyTorch code and with the Triton kernels,
     from the same initial weights and seed; and the model the kernels trained."""
     losses = []
@@ -139,7 +142,8 @@ def test_the_seed_mlp_kernels_train_like_the_pytorch_code(crops) -> None:
     # The central 20x20 of every 8th crop: seed trains on whole images, and a CPU check of
     # this test (NERF_TEST_DEVICE=cpu) runs the kernels in Triton's interpreter.
     views = crops.subset(range(0, 64, 8))
-    train_views = Views(views.images[:, 10:30, 10:30], views.poses, views.focal, views.names, views.background)
+    train_views = Views(views.images[:, 10:30, 10:30], views.poses, views.focal, views.names,
+                        views.background)
     losses, _ = train_with_each_code("seed", train_views, 10, "bf16")
     # Both bf16; the kernels round the head and the features' sums at other points.
     assert np.isfinite(losses[1]) and losses[1] == pytest.approx(losses[0], rel=0.05)

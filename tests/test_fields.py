@@ -136,4 +136,5 @@ def test_sigmoid_has_the_same_bits_with_any_cpu_thread_count() -> None:
             torch_differs |= not torch.equal(torch_1, torch_n)
             ours_differs |= not torch.equal(ours_1, ours_n)
     assert not ours_differs
-    assert torch_differs, "torch.sigmoid now has the same bits with any thread count: nerf.fields.sigmoid may go"
+    assert torch_differs, ("torch.sigmoid now has the same bits with any thread count: "
+                           "nerf.fields.sigmoid may go")

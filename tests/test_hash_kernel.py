@@ -89,7 +89,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from nerf.hash_kernel import _encode
-pointers = dict.fromkeys(["points", "table", "features"], "*fp32") | dict.fromkeys(["resolutions", "offsets"], "*i32")
+pointers = (dict.fromkeys(["points", "table", "features"], "*fp32")
+            | dict.fromkeys(["resolutions", "offsets"], "*i32"))
 signature = pointers | {"n": "i32", "bound": "fp32", "n_dense": "i32", "hash_mask": "i32"}
 signature |= dict.fromkeys(["BACKWARD", "LEVELS", "F", "FP", "BLOCK"], "constexpr")
 for backward in (False, True):

@@ -20,7 +20,8 @@ from nerf.occupancy import OccupancyGrid
 from nerf.rays import Rays
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
-SMALL = {"levels": 2, "log2_table_size": 8, "max_resolution": 32, "grid_resolution": 4, "steps_per_diagonal": 8}
+SMALL = {"levels": 2, "log2_table_size": 8, "max_resolution": 32, "grid_resolution": 4,
+         "steps_per_diagonal": 8}
 
 
 def hash_grid(kernel: str) -> HashGrid:
@@ -92,6 +93,7 @@ def test_a_module_that_may_run_its_kernels_imports_them_at_once(user, kernel) ->
     script = (f"import sys; sys.path.insert(0, 'tests'); from test_kernels import {make.__name__}; "
               f"from nerf.resume import code_digest; before = code_digest(); {make.__name__}({kernel!r}); "
               f"print({kernels!r} in sys.modules, code_digest() != before)")
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                          check=True)
     imported = kernel == "triton" or (kernel == "auto" and torch.cuda.is_available())
     assert done.stdout.split() == [str(imported), str(imported)]

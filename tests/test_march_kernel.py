@@ -81,8 +81,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from nerf.march_kernel import _BLOCK, _keep
 signature = dict.fromkeys(["origins", "directions", "t0", "dt", "t1", "offset"], "*fp32")
-signature |= {"occupied": "*i8", "keep": "*i8", "n_steps": "i32", "bound": "fp32", "scale": "fp32", "res": "i32",
-              "BLOCK": "constexpr"}
+signature |= {"occupied": "*i8", "keep": "*i8", "n_steps": "i32", "bound": "fp32", "scale": "fp32",
+              "res": "i32", "BLOCK": "constexpr"}
 source = ASTSource(_keep, signature, {"BLOCK": _BLOCK})
 kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"enable_fp_fusion": False})
 ptx = kernel.asm["ptx"]

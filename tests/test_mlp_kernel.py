@@ -52,7 +52,8 @@ def reference(field: SeedField, inputs: Tensor) -> Tensor:
 def outputs_and_grads(field: SeedField, inputs: Tensor, upstream: Tensor, fused: bool) -> list[Tensor]:
     field.zero_grad()
     if fused:
-        out = seed_mlp(inputs, field.frequencies, torch.pi, list(field.mlp.layers), field.mlp.skip, field.head)
+        out = seed_mlp(inputs, field.frequencies, torch.pi, list(field.mlp.layers), field.mlp.skip,
+                       field.head)
     else:
         out = reference(field, inputs)
     (out * upstream).sum().backward()
@@ -146,7 +147,8 @@ def test_the_field_gives_alike_colours_and_densities_with_either_code() -> None:
     assert rgb_fused.dtype == sigma_fused.dtype == torch.float32
     # Both in bf16 arithmetic, rounded at different points (the head: bf16 against float32).
     torch.testing.assert_close(rgb_fused, rgb_torch.float(), rtol=0.0, atol=2e-2)
-    torch.testing.assert_close(sigma_fused, sigma_torch.float(), rtol=0.0, atol=2e-2 * float(sigma_torch.max()))
+    torch.testing.assert_close(sigma_fused, sigma_torch.float(), rtol=0.0,
+                               atol=2e-2 * float(sigma_torch.max()))
     assert float(sigma_torch.max()) > 0.1
 
 
@@ -158,8 +160,8 @@ from nerf import mlp_kernel as mk
 seed = dict(IN_DIM=6, FREQUENCIES=10, IN=128, WIDTH=256, DEPTH=8, SKIP=5)
 kernels = {
     mk._forward: ({"inputs": "*fp32", "n": "i32", "scale": "fp32", "hidden_t": "*bf16", "in_t": "*bf16",
-                   "biases": "*fp32", "head": "*fp32", "head_bias": "*fp32", "encoded": "*bf16", "acts": "*bf16",
-                   "out": "*fp32"}, seed | {"SAVE": True}),
+                   "biases": "*fp32", "head": "*fp32", "head_bias": "*fp32", "encoded": "*bf16",
+                   "acts": "*bf16", "out": "*fp32"}, seed | {"SAVE": True}),
     mk._backward: ({"grad_out": "*fp32", "n": "i32", "hidden_t": "*bf16", "head": "*fp32", "acts": "*bf16",
                     "grads": "*bf16", "bias_grads": "*fp32"}, {"WIDTH": 256, "DEPTH": 8}),
 }
@@ -169,8 +171,8 @@ for fn, (signature, constants) in kernels.items():
     constants = constants | blocks
     # As a launch specializes them: pointers and the sample count (800,000) divisible by 16.
     attrs = {(i,): [["tt.divisibility", 16]] for i, kind in enumerate(signature.values()) if kind != "fp32"}
-    kernel = triton.compile(ASTSource(fn, signature | dict.fromkeys(constants, "constexpr"), constants, attrs),
-                            target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    source = ASTSource(fn, signature | dict.fromkeys(constants, "constexpr"), constants, attrs)
+    kernel = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     ptx = kernel.asm["ptx"]
     print(len(kernel.asm["cubin"]) > 0, "wgmma.mma_async" in ptx, "cp.async" in ptx, "sin.approx" in ptx)
 """

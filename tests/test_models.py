@@ -97,7 +97,8 @@ def test_render_image_default_chunk_is_the_devices() -> None:
 
 def test_fast_model_ray_missing_the_cube_shows_the_background() -> None:
     model = tiny_model("fast")
-    rays = Rays(torch.tensor([[0.0, 0.0, 4.0], [5.0, 5.0, 4.0]]), torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]]))
+    rays = Rays(torch.tensor([[0.0, 0.0, 4.0], [5.0, 5.0, 4.0]]),
+                torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]]))
     out = model.render_rays(rays, randomized=False)
     assert out.opacity[1] == 0.0 and torch.equal(out.rgb[1], BACKGROUND)
     assert out.opacity[0] > 0  # the new grid is all occupied and the field is not empty
@@ -116,7 +117,8 @@ def test_fast_model_upkeep_updates_grid_and_batch_size() -> None:
     assert torch.all(model.occupancy.density >= 0)
     # Batch size: samples_per_batch over the running samples per ray, within [64, max].
     assert model.rays_per_batch() == 2048 // 32
-    model.render_rays(image_rays(POSE, 8, 8, 6.0), randomized=True, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    model.render_rays(image_rays(POSE, 8, 8, 6.0), randomized=True, generator=generator)
     assert float(model.samples_per_ray) != 32.0
     assert 64 <= model.rays_per_batch() <= 256
 

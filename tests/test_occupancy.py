@@ -64,7 +64,8 @@ def test_update_marks_every_dense_point_and_leaves_far_cells_empty(grid) -> None
     assert torch.all(sphere_density(inside) > grid.sigma_threshold)
     assert grid.is_occupied(inside).all()
     # The cube's corners are far from the sphere: empty.
-    corners = torch.tensor([[sx, sy, sz] for sx in (-0.95, 0.95) for sy in (-0.95, 0.95) for sz in (-0.95, 0.95)])
+    signs = (-0.95, 0.95)
+    corners = torch.tensor([[sx, sy, sz] for sx in signs for sy in signs for sz in signs])
     assert not grid.is_occupied(corners).any()
     # Only the sphere's cells and a one-cell (dilation) margin are occupied: every occupied
     # cell's centre lies within radius + 1.5 cell diagonals of the sphere's centre.
@@ -175,5 +176,6 @@ def test_grid_mean_has_the_same_bits_with_any_cpu_thread_count() -> None:
         with cpu_threads(threads):
             results[threads] = [(grid.mean(), grid_mean(grid)) for grid in grids]
     assert all(torch.equal(ours, results[1][i][1]) for t in (2, 3) for i, (_, ours) in enumerate(results[t]))
-    assert any(not torch.equal(plain, results[1][i][0]) for t in (2, 3) for i, (plain, _) in enumerate(results[t]))
+    assert any(not torch.equal(plain, results[1][i][0])
+               for t in (2, 3) for i, (plain, _) in enumerate(results[t]))
     assert torch.allclose(grid_mean(grids[0]), grids[0].double().mean().float(), rtol=1e-6)

@@ -48,7 +48,8 @@ def _env() -> dict[str, str]:
 
 
 def run(*cmd: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600,
+                            check=False)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -214,7 +215,8 @@ def _trained(repo: Path) -> tuple[dict, dict[str, bytes]]:
 
 def test_killed_training_resumes_to_the_same_result(repo_copy):
     steps = 150
-    set_params(repo_copy / "params.yaml", {"train.steps": steps, "train.checkpoint_every": 20, "train.val_every": 50})
+    set_params(repo_copy / "params.yaml",
+               {"train.steps": steps, "train.checkpoint_every": 20, "train.val_every": 50})
     _commit(repo_copy, "longer training")
     run("dvc", "repro", "split", cwd=repo_copy)
     checkpoint = repo_copy / "checkpoints/last.pt"
@@ -237,7 +239,8 @@ def test_killed_training_resumes_to_the_same_result(repo_copy):
     # The next repro resumes from it, and cleans up what the killed run left half-written.
     resumed = run("dvc", "repro", "train", cwd=repo_copy).stdout
     assert f"resuming from checkpoints/last.pt at step {killed_at} of {steps}" in resumed
-    assert not list(repo_copy.glob(".models.tmp-*")) and not list((repo_copy / "metrics").glob(".train.tmp-*"))
+    assert not list(repo_copy.glob(".models.tmp-*"))
+    assert not list((repo_copy / "metrics").glob(".train.tmp-*"))
     weights, history = _trained(repo_copy)
     model_bytes = (repo_copy / "models/model.pt").read_bytes()
     assert "up to date" in run("dvc", "status", "train", cwd=repo_copy).stdout
@@ -263,7 +266,8 @@ def test_killed_training_resumes_to_the_same_result(repo_copy):
 def test_queued_sweep_compares_in_one_sorted_table(repo_copy):
     run("dvc", "repro", cwd=repo_copy)
     _commit(repo_copy, "baseline")
-    run("dvc", "exp", "run", "--queue", "-n", "short", "-S", "train.steps=10", "-S", "train.lr=0.02", cwd=repo_copy)
+    run("dvc", "exp", "run", "--queue", "-n", "short", "-S", "train.steps=10", "-S", "train.lr=0.02",
+        cwd=repo_copy)
     run("dvc", "exp", "run", "--queue", "-n", "paper", "-S", "model.kind=nerf", cwd=repo_copy)
     run("dvc", "queue", "start", "-j", "1", cwd=repo_copy)
     deadline = time.monotonic() + 400
@@ -276,9 +280,11 @@ def test_queued_sweep_compares_in_one_sorted_table(repo_copy):
 
     # The README's comparison: the table of `make experiments`, as CSV.
     lines = run("make", "-s", "experiments", "EXP_ARGS=--csv", cwd=repo_copy).stdout.strip().splitlines()
-    header, rows = lines[0].split(","), [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
-    assert header == ["Experiment", "rev", "typ", "train.seconds", "train.steps_per_second", "val.psnr", "psnr",
-                      "ssim", "model.kind", "train.steps", "train.lr"]  # the params that differ, and what they gave
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    # The params that differ, and what they gave.
+    assert header == ["Experiment", "rev", "typ", "train.seconds", "train.steps_per_second", "val.psnr",
+                      "psnr", "ssim", "model.kind", "train.steps", "train.lr"]
     by_name = {row["Experiment"] or row["rev"]: row for row in rows}
     assert set(by_name) == {"master", "short", "paper"}
     assert (by_name["short"]["train.steps"], by_name["short"]["train.lr"]) == ("10", "0.02")

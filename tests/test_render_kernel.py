@@ -38,7 +38,8 @@ def packed_batch(seed: int, dtype: torch.dtype = torch.float32):
     deltas = torch.rand(n, generator=gen) * 0.02
     t_mid = torch.rand(n, generator=gen) * 4
     background = torch.rand(3, generator=gen)
-    upstream = [torch.randn(40, 3, generator=gen), torch.randn(40, generator=gen), torch.randn(40, generator=gen)]
+    upstream = [torch.randn(40, 3, generator=gen), torch.randn(40, generator=gen),
+                torch.randn(40, generator=gen)]
     tensors = [sigmas, rgbs, deltas, t_mid, background, *upstream]
     return ray_indices.to(DEVICE), [x.to(DEVICE, dtype) for x in tensors]
 
@@ -77,7 +78,8 @@ def test_a_ray_behind_an_opaque_sample_passes_no_gradient_to_its_later_samples()
     rgbs, deltas = torch.rand(3, 3, device=DEVICE), torch.full((3,), 0.01, device=DEVICE)
     upstream = [torch.ones(1, 3, device=DEVICE), torch.ones(1, device=DEVICE), torch.zeros(1, device=DEVICE)]
     rgb, opacity, _, d_sigma, d_rgb = render_and_grads(
-        True, ray_indices, sigmas, rgbs, deltas, torch.arange(3.0, device=DEVICE), torch.zeros(3, device=DEVICE),
+        True, ray_indices, sigmas, rgbs, deltas, torch.arange(3.0, device=DEVICE),
+        torch.zeros(3, device=DEVICE),
         *upstream,
     )
     assert torch.allclose(rgb[0], rgbs[0]) and float(opacity[0].detach()) == pytest.approx(1.0)

@@ -88,7 +88,8 @@ def test_sample_pdf_hand_computed_inverse_cdf() -> None:
 def test_sample_pdf_concentrates_where_the_weights_are() -> None:
     weights = torch.tensor([[3.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 3.0]])
     n = 4000
-    t = sample_pdf(EDGES.expand(2, 5), weights, n, randomized=True, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    t = sample_pdf(EDGES.expand(2, 5), weights, n, randomized=True, generator=generator)
     assert t.shape == (2, n)
     assert torch.all(t[:, 1:] >= t[:, :-1])
     assert torch.all((t >= 0.0) & (t <= 4.0))

@@ -61,7 +61,8 @@ def test_validation_views_are_spread_over_the_training_views(config, val):
 
 
 def test_validation_must_leave_a_training_view():
-    with pytest.raises(ConfigError, match="split.val_views is 8, but only 8 views are left after the test views"):
+    expected = "split.val_views is 8, but only 8 views are left after the test views"
+    with pytest.raises(ConfigError, match=expected):
         split_indices(make_scene(), SplitConfig(strategy="tail", val_views=8))
 
 
@@ -164,7 +165,8 @@ def test_a_damaged_split_file_is_named_not_a_traceback(tmp_path, keep):
     save_views(tmp_path / "v.npz", split_scene(make_scene(), SplitConfig())[0]["train"])
     data = (tmp_path / "v.npz").read_bytes()
     (tmp_path / "v.npz").write_bytes(data[:keep])
-    with pytest.raises(DataError, match=r"v\.npz: not a readable split file \(\w+.*\); rerun the split stage"):
+    expected = r"v\.npz: not a readable split file \(\w+.*\); rerun the split stage"
+    with pytest.raises(DataError, match=expected):
         load_views(tmp_path / "v.npz")
 
 

@@ -68,7 +68,8 @@ def rgba_views(lego_frames) -> Views:
     images = np.stack([np.asarray(image, np.float32) / 255 for _, image in frames])
     poses = np.array([matrix for matrix, _ in frames], np.float32)
     focal = 0.5 * 40 / math.tan(0.5 * angle)
-    scene = Scene(images, poses, focal, tuple(f"train/r_{i}" for i in range(len(frames))), ("train",) * len(frames))
+    names = tuple(f"train/r_{i}" for i in range(len(frames)))
+    scene = Scene(images, poses, focal, names, ("train",) * len(frames))
     config = SplitConfig(strategy="every_nth", every_nth=len(frames), background="white", val_views=0)
     return split_scene(scene, config)[0]["train"]
 
@@ -177,7 +178,8 @@ def test_validation_images_of_wide_views_are_averaged_down() -> None:
     truth = np.random.default_rng(0).random((300, 600, 3)).astype(np.float32)
     image = validation_image(truth, truth)
     assert image.dtype == np.uint8 and image.shape == (100, 3 * 200 + 2 * 4, 3)
-    np.testing.assert_array_equal(image[:, :200], to_uint8(truth.reshape(100, 3, 200, 3, 3).mean(axis=(1, 3))))
+    averaged = truth.reshape(100, 3, 200, 3, 3).mean(axis=(1, 3))
+    np.testing.assert_array_equal(image[:, :200], to_uint8(averaged))
     small = validation_image(truth[:32, :32], truth[:32, :32])
     assert small.shape == (32, 3 * 32 + 2 * 4, 3)  # narrow views stay as they are
 
@@ -478,7 +480,8 @@ def test_load_checkpoint_names_a_damaged_file(tmp_path, damage) -> None:
         state = torch.load(path, weights_only=True)
         state["model_config"]["fast"]["colour"] = 1
         torch.save(state, path)
-    with pytest.raises(DataError, match=r"model\.pt: not a model checkpoint this code can read \(\w+.*\); retrain"):
+    expected = r"model\.pt: not a model checkpoint this code can read \(\w+.*\); retrain"
+    with pytest.raises(DataError, match=expected):
         load_checkpoint(path)
 
 
