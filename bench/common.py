@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import yaml
 
-from nerf.config import ModelConfig, Params, SplitConfig, build
+from nerf.config import ModelConfig, Params, SplitConfig, build, parse_yaml
 from nerf.errors import ConfigError
 from nerf.models import FastModel, Model, SeedModel, build_model
 from nerf.scene import load_scene
@@ -35,7 +34,7 @@ def load_split(source: str, split: SplitConfig) -> tuple[Views, Views]:
 def params_with(path: Path, kind: str, overrides: Sequence[str] = ()) -> Params:
     """``path``'s params with model.kind = ``kind`` and ``KEY=VALUE`` overrides (as
     ``dvc exp run -S``: dotted keys, YAML values), validated like params.yaml."""
-    values = yaml.safe_load(Path(path).read_text())
+    values = parse_yaml(Path(path).read_text())
     for item in overrides:
         key, sep, text = item.partition("=")
         *parents, leaf = key.split(".")
@@ -45,7 +44,7 @@ def params_with(path: Path, kind: str, overrides: Sequence[str] = ()) -> Params:
         if not sep or not isinstance(node, dict) or leaf not in node:
             raise ConfigError(f"--set {item}: expected KEY=VALUE with KEY a key of {path}, "
                               "e.g. train.steps=2000")
-        node[leaf] = yaml.safe_load(text)
+        node[leaf] = parse_yaml(text)
     try:
         params = build(Params, values)
     except ConfigError as err:

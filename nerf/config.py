@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from nerf.errors import ConfigError
 
@@ -378,6 +378,13 @@ def build(cls: type[_T], values: dict[str, Any], prefix: str = "") -> _T:
     return cls(**kwargs)
 
 
+def parse_yaml(text: str) -> Any:
+    """YAML 1.2, as DVC reads and writes ``params.yaml`` (ruamel.yaml): ``dvc exp run -S
+    train.lr=1e-5`` writes ``1e-05``, a number in YAML 1.2 and a string in YAML 1.1 (PyYAML),
+    where ``yes`` and ``off`` would also be booleans. Duplicate keys are an error."""
+    return YAML(typ="safe", pure=True).load(text)
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Reads and validates the whole ``params.yaml``."""
     path = Path(path)
@@ -386,8 +393,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found; expected the pipeline's params.yaml") from None
     try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as err:
+        values = parse_yaml(text)
+    except YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(values).__name__}")

@@ -106,3 +106,26 @@ def test_configs_built_in_code_are_checked_too():
 def test_ints_are_accepted_for_floats(tmp_path):
     params = load_params(write(tmp_path, lambda p: p["data"].update(near=1, far=5)))
     assert params.data.near == 1.0 and isinstance(params.data.near, float)
+
+
+def test_values_as_dvc_exp_run_set_writes_them(tmp_path):
+    # `dvc exp run -S` writes params.yaml through DVC's own code (YAML 1.2): 1e-05 is a
+    # number there, `yes` a string; the stages must read the file the same way.
+    from dvc.utils.hydra import apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    apply_overrides(str(path), ["train.lr=1e-5", "train.time_budget=1e2", "model.nerf.lr_final=5e-5"])
+    assert "lr: 1e-05" in path.read_text()
+    params = load_params(path)
+    assert (params.train.lr, params.train.time_budget, params.model.nerf.lr_final) == (1e-5, 100.0, 5e-5)
+    apply_overrides(str(path), ["train.compile=yes"])
+    with pytest.raises(ConfigError, match="train.compile must be true or false, got 'yes'"):
+        load_params(path)
+
+
+def test_duplicate_keys_are_refused(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text() + "data:\n  near: 1.0\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: not valid YAML .*duplicate key \"data\""):
+        load_params(path)
