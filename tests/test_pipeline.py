@@ -192,14 +192,30 @@ def test_repro_then_experiment_then_show(repo_copy):
     assert "psnr" in diff
 
 
-def test_bad_param_fails_cleanly_and_keeps_outputs(repo_copy):
-    run("dvc", "repro", "split", cwd=repo_copy)
-    manifest = (repo_copy / "data/split/manifest.json").read_text()
-    set_params(repo_copy / "params.yaml", {"split.test_fraction": 1.5})
-    result = run("dvc", "repro", "split", cwd=repo_copy, check=False)
-    assert result.returncode != 0
-    assert "split.test_fraction must be < 1" in result.stderr + result.stdout
-    assert (repo_copy / "data/split/manifest.json").read_text() == manifest
+def test_bad_params_fail_cleanly_and_keep_every_output(repo_copy):
+    # DVC deletes a stage's outputs before running it unless they persist: a bad param in any
+    # stage must leave every earlier result in place.
+    run("dvc", "repro", cwd=repo_copy)
+    outputs = ["data/split/manifest.json", "models/model.pt", "metrics/train/metrics.json",
+               "metrics/train/plots/metrics/train/loss.tsv", "videos/video.gif", "metrics/eval.json",
+               "metrics/per_view.csv", "metrics/per_view_psnr.png"]
+    outputs += [str(p.relative_to(repo_copy)) for p in (repo_copy / "renders").rglob("*.png")]
+    before = {name: (repo_copy / name).read_bytes() for name in outputs}
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    for key, bad, message in (
+        ("split.test_fraction", 1.5, "split.test_fraction must be < 1"),
+        ("train.steps", -5, "train.steps must be >= 1"),
+        ("video.frames", 0, "video.frames must be >= 1"),
+        ("eval.ssim_sigma", 2.5, "does not match eval.ssim_sigma=2.5"),
+    ):
+        section, name = key.split(".")
+        good = params[section][name]
+        set_params(repo_copy / "params.yaml", {key: bad})
+        result = run("dvc", "repro", cwd=repo_copy, check=False)
+        assert result.returncode != 0 and message in result.stderr + result.stdout, key
+        assert {name: (repo_copy / name).read_bytes() for name in outputs} == before, key
+        set_params(repo_copy / "params.yaml", {key: good})
+    assert "up to date" in run("dvc", "status", cwd=repo_copy).stdout
 
 
 def _trained(repo: Path) -> tuple[dict, dict[str, bytes]]:
