@@ -298,11 +298,11 @@ class _Loop:
     ) -> TrainSummary:
         config = self.config
         bar = tqdm(
-            range(self.step + 1, config.steps + 1), initial=self.step, total=config.steps,
-            desc=f"train {type(self.model).__name__}", disable=not progress, dynamic_ncols=True,
+            initial=self.step, total=config.steps, desc=f"train {type(self.model).__name__}",
+            disable=not progress, dynamic_ncols=True,
         )
         self.model.train()
-        for step in bar:
+        for step in range(self.step + 1, config.steps + 1):
             if self.time_is_up():  # resumed from a state that had spent the budget
                 break
             started = time.perf_counter()
@@ -312,6 +312,7 @@ class _Loop:
                 torch.cuda.synchronize(self.device)
             self.seconds += time.perf_counter() - started
             self.step = step
+            bar.update()  # counted here: the loop may stop at this step, with the bar at 100%
             last = step == config.steps or self.time_is_up()
 
             logged = step % config.log_every == 0 or last

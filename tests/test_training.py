@@ -375,6 +375,13 @@ def test_schedule_progress_follows_steps_or_the_time_budget_whichever_is_further
     assert schedule_progress(10, 100, seconds=150.0, budget=100.0) == 1.0  # never past the end
 
 
+def test_the_progress_bar_ends_at_the_last_step(crops, capsys) -> None:
+    model, _ = fast_model()
+    train(model, crops, None, dataclasses.replace(train_config(6), log_every=2), CPU, progress=True)
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert "100%" in bar and "6/6" in bar and "psnr=" in bar, bar
+
+
 def test_a_time_budget_stops_training_and_decays_the_rate_over_it(crops, tmp_path) -> None:
     from dvclive import Live
 
