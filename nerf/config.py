@@ -85,7 +85,7 @@ class SplitConfig:
     image_size: int | None = _range(None, ge=1)
     # Colour RGBA sources are composited on.
     background: Literal["black", "white"] = "black"
-    seed: int = 0
+    seed: int = _range(0, ge=0, le=2**32 - 1)
     # Views set aside for validation: training's held-out PSNR curve, and the score to pick
     # hyperparameters by, so that the test views stay unseen until evaluation. Taken evenly
     # spaced from the training views, or for split.strategy official from the source's own
@@ -216,7 +216,7 @@ class TrainConfig:
     # Validation PSNR (over all split.val_views views) every this many steps and at the end.
     val_every: int = _range(250, ge=1)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    seed: int = 0
+    seed: int = _range(0, ge=0, le=2**32 - 1)
     # Resumable state (model, optimizer, random stream, logs) saved every this many steps
     # and at the end; a killed run resumes from it. 0: never.
     checkpoint_every: int = _range(100, ge=0)
@@ -249,7 +249,7 @@ class VideoConfig:
     # orbit: a circle at a fixed elevation; spiral: the elevation swings by +-amplitude.
     path: Literal["orbit", "spiral"] = "orbit"
     frames: int = _range(48, ge=1)
-    fps: float = _range(24.0, gt=0.0)
+    fps: float = _range(24.0, ge=0.1)  # a GIF frame lasts at most 655 s
     # Distance from the centre; null: the test cameras' mean distance.
     radius: float | None = _range(None, gt=0.0)
     # Degrees above the horizontal plane (world z up).
@@ -311,6 +311,10 @@ def _type_name(tp: Any) -> str:
     )
 
 
+class _BadValue(ConfigError):
+    """A value of the right type that is still not allowed (an infinite number)."""
+
+
 def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -326,6 +330,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 continue
             try:
                 return _convert(value, arg, key)
+            except _BadValue:
+                raise  # the right type: say what is wrong with the value
             except ConfigError:
                 pass
         raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
@@ -344,9 +350,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise _BadValue(f"{key} must be a finite number, got an integer beyond any float") from None
+        if not math.isfinite(number):
+            raise _BadValue(f"{key} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
