@@ -37,7 +37,10 @@ _CHUNK = 1 << 20
 
 
 def is_url(source: str) -> bool:
-    return urllib.parse.urlparse(source).scheme in ("http", "https")
+    try:
+        return urllib.parse.urlparse(source).scheme in ("http", "https")
+    except ValueError as err:  # e.g. "http://[::1": an unclosed IPv6 host
+        raise ConfigError(f"data.source {source!r} is not a valid URL ({err})") from None
 
 
 def fetch(url: str, folder: str | Path, sha256: str, timeout: float = 30.0) -> Path:
@@ -103,9 +106,11 @@ def download(config: DataConfig, out: str | Path) -> dict[str, Any]:
         else:
             path, label = (SAMPLE, "sample") if source == "sample" else (Path(source), source)
             if not path.exists():
-                raise DataError(
-                    f"{path}: data.source not found (paths are relative to {Path.cwd()})"
-                )
+                hint = f"paths are relative to {Path.cwd()}"
+                if ".dvc/tmp/exps/" in Path.cwd().as_posix():
+                    hint += ("; a queued experiment runs in a copy of the repository there, so give "
+                             "data.source as an absolute path")
+                raise DataError(f"{path}: data.source not found ({hint})")
         digest = sha256_file(path) if path.is_file() else None
         if digest and config.sha256 and digest != config.sha256.lower():
             raise DataError(
@@ -115,8 +120,11 @@ def download(config: DataConfig, out: str | Path) -> dict[str, Any]:
         archive = path.is_file() and zipfile.is_zipfile(path) and not is_npz(path)
         if archive and config.format != "npz":
             path = _extract(path, scratch / "extracted", label)
-        fmt = detect_format(path, config.format)
-        scene = load_scene(path, fmt)
+        try:
+            fmt = detect_format(path, config.format)
+            scene = load_scene(path, fmt)
+        except DataError as err:  # a download's errors name its URL, not the scratch folder
+            raise DataError(str(err).replace(str(path), label)) from None
         if fmt == "npz":
             shutil.copyfile(path, tmp / RAW_NPZ)
         else:

@@ -114,6 +114,23 @@ def test_url_checksum_mismatch(http_server, old_raw):
     assert_untouched(old_raw)
 
 
+def test_a_downloaded_file_that_is_not_a_scene_is_named_by_its_url(http_server, old_raw):
+    www, base = http_server
+    source = www / "short.npz"
+    source.write_bytes(write_npz(www / "tiny.npz").read_bytes()[:100])  # truncated
+    url = f"{base}/short.npz"
+    with pytest.raises(DataError) as err:
+        download(DataConfig(source=url, sha256=sha256(source)), old_raw)
+    assert str(err.value).startswith(f"{url}: ") and ".fetch" not in str(err.value)
+    assert_untouched(old_raw)
+
+
+def test_a_malformed_url_names_data_source(old_raw):
+    with pytest.raises(ConfigError, match=r"data.source 'http://\[::1' is not a valid URL"):
+        download(DataConfig(source="http://[::1", sha256="0" * 64), old_raw)
+    assert_untouched(old_raw)
+
+
 def test_fetch_checks_before_renaming(http_server, tmp_path):
     www, base = http_server
     source = write_npz(www / "tiny.npz")
@@ -198,6 +215,15 @@ def test_missing_source(tmp_path, old_raw):
     with pytest.raises(DataError, match=r"nowhere\.npz: data\.source not found"):
         download(DataConfig(source=str(tmp_path / "nowhere.npz")), old_raw)
     assert_untouched(old_raw)
+
+
+def test_a_relative_source_in_a_queued_experiment_says_to_give_an_absolute_path(tmp_path, monkeypatch):
+    # `dvc queue start` runs each experiment in a copy of the repository under .dvc/tmp/exps/.
+    workspace = tmp_path / "repo/.dvc/tmp/exps/tmpabc"
+    workspace.mkdir(parents=True)
+    monkeypatch.chdir(workspace)
+    with pytest.raises(DataError, match=r"data\.source not found .*give data\.source as an absolute path"):
+        download(DataConfig(source="../shared/lego.npz"), workspace / "data/raw")
 
 
 def test_local_checksum_mismatch(old_raw):
