@@ -16,6 +16,7 @@ import numpy as np
 
 from nerf.errors import DataError
 from nerf.rays import focal_from_angle
+from nerf.scene import pose_from_json
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> np.ndarray:
@@ -125,20 +126,7 @@ def read_poses(path: str | Path) -> PoseFile:
     for i, frame in enumerate(frames):
         where = f"{path}: frames[{i}]"
         matrix = frame.get("transform_matrix") if isinstance(frame, dict) else None
-        try:
-            pose = np.asarray(matrix, dtype=np.float64)
-        except (TypeError, ValueError):
-            pose = np.zeros(0)
-        if pose.shape not in ((4, 4), (3, 4)):
-            raise DataError(f"{where}: expected transform_matrix as a 4x4 (or 3x4) list of numbers")
-        if not np.isfinite(pose).all():
-            raise DataError(f"{where}: transform_matrix must be finite")
-        rotation = pose[:3, :3]
-        if abs(np.linalg.det(rotation)) < 1e-6:
-            raise DataError(f"{where}: transform_matrix has a singular rotation; expected camera-to-world")
-        full = np.eye(4)
-        full[: pose.shape[0]] = pose
-        poses.append(full)
+        poses.append(pose_from_json(matrix, where))
         name = frame.get("file_path")
         name = PurePosixPath(name).as_posix() if isinstance(name, str) and name.strip("./") else ""
         names.append(name or f"pose_{i:03d}")  # "./r_0" -> "r_0"

@@ -140,16 +140,27 @@ def _read_transforms(path: Path) -> tuple[float, list[tuple[str, np.ndarray]]]:
             raise DataError(f"{where}: file_path {file_path!r} must lie inside the folder")
         if rel.suffix.lower() != ".png":
             rel = rel.with_name(rel.name + ".png")
-        try:
-            pose = np.asarray(frame.get("transform_matrix"), dtype=np.float64)
-        except (TypeError, ValueError):
-            pose = np.zeros(0)
-        if pose.shape != (4, 4):
-            raise DataError(f"{where}: expected transform_matrix as a 4x4 list of numbers")
-        if not np.isfinite(pose).all():
-            raise DataError(f"{where}: transform_matrix must be finite")
-        out.append((str(rel), pose))
+        out.append((str(rel), pose_from_json(frame.get("transform_matrix"), where)))
     return float(angle), out
+
+
+def pose_from_json(matrix: object, where: str) -> np.ndarray:
+    """A frame's ``transform_matrix`` (a 4x4, or 3x4, camera-to-world list of numbers) as a
+    (4, 4) float64 pose; a DataError naming ``where`` unless it is finite with an invertible
+    rotation."""
+    try:
+        pose = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        pose = np.zeros(0)
+    if pose.shape not in ((4, 4), (3, 4)):
+        raise DataError(f"{where}: expected transform_matrix as a 4x4 (or 3x4) list of numbers")
+    if not np.isfinite(pose).all():
+        raise DataError(f"{where}: transform_matrix must be finite")
+    if abs(np.linalg.det(pose[:3, :3])) < 1e-6:
+        raise DataError(f"{where}: transform_matrix has a singular rotation; expected camera-to-world")
+    full = np.eye(4)
+    full[: pose.shape[0]] = pose
+    return full
 
 
 def _blender_frames(folder: Path) -> tuple[float, list[tuple[str, str, np.ndarray]]]:
@@ -195,8 +206,12 @@ def load_blender(folder: str | Path) -> Scene:
             raise DataError(f"{where}: image file not found")
         try:
             with Image.open(png) as im:
-                has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-                pixels = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+                if im.mode.startswith("I"):  # 16-bit grey: Pillow's convert would clip it at 255
+                    grey = np.round(np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255)
+                    pixels = np.repeat(grey.astype(np.uint8)[..., None], 3, axis=-1)
+                else:
+                    has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+                    pixels = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
         except OSError as err:
             raise DataError(f"{where}: not a readable image ({err})") from None
         if images and pixels.shape[:2] != images[0].shape[:2]:

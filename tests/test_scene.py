@@ -49,6 +49,18 @@ def test_blender_small_folder(make_blender, tmp_path):
     np.testing.assert_allclose(scene.poses[2], meta["frames"][0]["transform_matrix"], rtol=1e-6)
 
 
+def test_blender_16_bit_grey_frames_keep_their_grey_levels(make_blender, tmp_path):
+    folder = make_blender(tmp_path / "lego", {"train": [0, 1]})
+    levels = np.linspace(0, 65535, 40 * 40).reshape(40, 40).astype(np.uint16)
+    Image.fromarray(levels).save(folder / "train/r_1.png")  # mode I;16
+    with Image.open(folder / "train/r_1.png") as im:
+        assert im.mode.startswith("I")
+    frame = load_scene(folder).images[1]
+    expected = np.round(levels / 257.0) / 255.0
+    np.testing.assert_allclose(frame[..., 0], expected, atol=1e-6)
+    assert np.array_equal(frame[..., 0], frame[..., 2]) and (frame[..., 3] == 1.0).all()  # opaque
+
+
 def test_blender_full_size_frames(tmp_path):
     meta = json.loads(shared_path("nerf_synthetic/lego/transforms_train.json").read_text())
     meta["frames"] = meta["frames"][:2]
@@ -131,11 +143,15 @@ BAD_TRANSFORMS = {
     "file_path_outside": (lambda m: _first(m).update(file_path="../x/r_0"),
                           r"frames\[0\]: file_path '\.\./x/r_0' must lie inside the folder"),
     "matrix_shape": (lambda m: _first(m).update(transform_matrix=[[1, 2]]),
-                     r"frames\[0\]: expected transform_matrix as a 4x4 list of numbers"),
+                     r"frames\[0\]: expected transform_matrix as a 4x4 \(or 3x4\) list of numbers"),
     "matrix_text": (lambda m: _first(m).update(transform_matrix=[["a"] * 4] * 4),
-                    r"frames\[0\]: expected transform_matrix as a 4x4 list of numbers"),
+                    r"frames\[0\]: expected transform_matrix as a 4x4 \(or 3x4\) list of numbers"),
+    "matrix_huge": (lambda m: _first(m)["transform_matrix"][0].__setitem__(0, 10**400),
+                    r"frames\[0\]: expected transform_matrix as a 4x4 \(or 3x4\) list of numbers"),
     "matrix_nan": (lambda m: _first(m)["transform_matrix"][0].__setitem__(0, math.nan),
                    r"frames\[0\]: transform_matrix must be finite"),
+    "matrix_singular": (lambda m: _first(m).update(transform_matrix=[[0.0] * 4] * 3 + [[0, 0, 0, 1]]),
+                        r"frames\[0\]: transform_matrix has a singular rotation; expected camera-to-world"),
 }
 
 
