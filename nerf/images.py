@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -15,11 +16,14 @@ from nerf.io import atomic_file
 def view_filename(index: int, name: str) -> str:
     """File name for test view ``index`` named ``name``: ``(3, "train/r_12") -> "003_train_r_12.png"``.
 
-    The render stage writes ``renders/<kind>/<view_filename>``; evaluate reads by the same name.
+    Characters other than letters, digits, ``.``, ``_`` and ``-`` become ``_`` and the name
+    keeps its first 200 (a pose file's ``file_path`` may hold anything); the index keeps
+    names unique. The render stage writes ``renders/<kind>/<view_filename>``; evaluate reads
+    by the same name.
     """
     if index < 0:
         raise ValueError(f"view index must be >= 0, got {index}")
-    return f"{index:03d}_{name.replace('/', '_').replace(chr(92), '_')}.png"
+    return f"{index:03d}_{re.sub(r'[^A-Za-z0-9._-]', '_', name)[:200]}.png"
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -15,6 +15,9 @@ from nerf.images import colorize, downscale, read_png, side_by_side, to_uint8, v
 def test_view_filename() -> None:
     assert view_filename(3, "train/r_12") == "003_train_r_12.png"
     assert view_filename(120, "r_0") == "120_r_0.png"
+    # Whatever a pose file names its frames: a file name any file system takes.
+    assert view_filename(1, "a\x00b c\\d:e") == "001_a_b_c_d_e.png"
+    assert view_filename(2, "ü" * 300) == "002_" + "_" * 200 + ".png"
     with pytest.raises(ValueError):
         view_filename(-1, "x")
 
