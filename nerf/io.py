@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from nerf.errors import DataError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -46,9 +48,13 @@ def _temp_prefix(path: Path) -> str:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yields a fresh temporary folder beside ``path``; on success it replaces ``path``.
 
-    If the body raises, the temporary folder is removed and ``path`` is left as it was.
+    If the body raises, the temporary folder is removed and ``path`` is left as it was. A
+    file at ``path`` is refused before any work (a mistyped ``--out cams.json`` must not
+    replace the poses file with a folder of renders).
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path}: is a file; expected a folder to write into (or a new name)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only

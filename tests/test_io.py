@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+from nerf.errors import DataError
 from nerf.io import atomic_dir, atomic_file, save_torch, sha256_file
 
 
@@ -24,6 +25,14 @@ def test_atomic_dir_replaces_on_success_and_keeps_the_old_on_failure(tmp_path) -
         raise RuntimeError("stage failed")
     assert (target / "a.txt").read_text() == "one"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_atomic_dir_refuses_to_replace_a_file_before_any_work(tmp_path) -> None:
+    poses = tmp_path / "cams.json"
+    poses.write_text("{}")
+    with pytest.raises(DataError, match=r"cams\.json: is a file; expected a folder"), atomic_dir(poses):
+        raise AssertionError("the body must not run")
+    assert poses.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["cams.json"]
 
 
 def test_atomic_file_replaces_on_success_and_keeps_the_old_on_failure(tmp_path) -> None:
