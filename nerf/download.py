@@ -104,6 +104,10 @@ def download(config: DataConfig, out: str | Path) -> dict[str, Any]:
                 raise ConfigError(f"data.sha256 is required when data.source is a URL ({source})")
             path, label = fetch(source, scratch, config.sha256), source
         else:
+            scheme = source.partition("://")[0]
+            if "://" in source and scheme.isalpha():
+                raise ConfigError(f"data.source {source!r}: only http:// and https:// URLs are fetched, "
+                                  f"not {scheme}://; or give a local path")
             path, label = (SAMPLE, "sample") if source == "sample" else (Path(source), source)
             if not path.exists():
                 hint = f"paths are relative to {Path.cwd()}"
@@ -111,6 +115,9 @@ def download(config: DataConfig, out: str | Path) -> dict[str, Any]:
                     hint += ("; a queued experiment runs in a copy of the repository there, so give "
                              "data.source as an absolute path")
                 raise DataError(f"{path}: data.source not found ({hint})")
+        if config.sha256 and path.is_dir():
+            raise ConfigError(f"data.sha256 is set, but data.source {label} is a folder, which has no "
+                              "single checksum; set data.sha256 to null")
         digest = sha256_file(path) if path.is_file() else None
         if digest and config.sha256 and digest != config.sha256.lower():
             raise DataError(

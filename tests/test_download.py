@@ -226,6 +226,15 @@ def test_a_relative_source_in_a_queued_experiment_says_to_give_an_absolute_path(
         download(DataConfig(source="../shared/lego.npz"), workspace / "data/raw")
 
 
+def test_other_url_schemes_and_folder_checksums_are_refused(tmp_path, old_raw, make_blender):
+    with pytest.raises(ConfigError, match=r"only http:// and https:// URLs are fetched, not ftp://"):
+        download(DataConfig(source="ftp://example.org/lego.npz"), old_raw)
+    folder = make_blender(tmp_path / "lego")
+    with pytest.raises(ConfigError, match=r"data.sha256 is set, but data.source .*lego is a folder"):
+        download(DataConfig(source=str(folder), sha256="0" * 64), old_raw)
+    assert_untouched(old_raw)
+
+
 def test_local_checksum_mismatch(old_raw):
     with pytest.raises(DataError, match="sample: checksum mismatch"):
         download(DataConfig(sha256="0" * 64), old_raw)
