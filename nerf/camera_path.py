@@ -63,7 +63,7 @@ def look_target(poses: np.ndarray, distance: float) -> np.ndarray:
     """The point (3,) closest, in least squares, to every camera's optical axis: the centre
     of what (n, 4, 4) ``poses`` look at. Where the axes do not pin one point down (a single
     camera, or parallel axes), the point ``distance`` ahead of the cameras' centroid along
-    their mean axis."""
+    their mean axis; the centroid itself where the axes cancel (cameras facing each other)."""
     origins = poses[:, :3, 3].astype(np.float64)
     axes = -poses[:, :3, 2].astype(np.float64)
     axes /= np.linalg.norm(axes, axis=-1, keepdims=True)
@@ -72,7 +72,8 @@ def look_target(poses: np.ndarray, distance: float) -> np.ndarray:
     b = (projectors @ origins[:, :, None]).sum(axis=0)[:, 0]
     if np.linalg.cond(a) > 1e6:
         mean_axis = axes.mean(axis=0)
-        return origins.mean(axis=0) + distance * mean_axis / np.linalg.norm(mean_axis)
+        length = np.linalg.norm(mean_axis)
+        return origins.mean(axis=0) + (distance * mean_axis / length if length > 1e-6 else 0.0)
     return np.linalg.solve(a, b)
 
 

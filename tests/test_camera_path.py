@@ -63,6 +63,9 @@ def test_look_target_recovers_the_point_cameras_look_at() -> None:
     # Parallel axes meet nowhere: the point 3 ahead of the cameras' centroid.
     parallel = np.stack([look_at(np.array([x, 0.0, 5.0]), np.array([x, 0.0, 0.0])) for x in (0.0, 1.0, 2.0)])
     assert np.allclose(look_target(parallel, 3.0), [1.0, 0.0, 2.0])
+    # Two cameras facing each other along one line: no mean direction, their midpoint.
+    facing = np.stack([look_at(np.array([0.0, 0.0, z]), np.array([0.0, 0.0, -z])) for z in (5.0, -3.0)])
+    assert np.allclose(look_target(facing, 3.0), [0.0, 0.0, 1.0])
 
 
 def test_video_path_defaults_to_the_cameras_distance() -> None:
