@@ -44,15 +44,31 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.tmp-{os.getpid()}-"
 
 
+def _recover(path: Path) -> None:
+    """A process killed between :func:`atomic_dir`'s two renames leaves the previous output
+    as ``.<name>.old-<pid>`` and nothing at ``path``: put it back (or, where ``path`` is
+    there, drop it)."""
+    for old in path.parent.glob(f".{path.name}.old-*"):
+        pid = old.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if path.exists() or path.is_symlink():
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        else:
+            os.replace(old, path)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yields a fresh temporary folder beside ``path``; on success it replaces ``path``.
 
-    If the body raises, the temporary folder is removed and ``path`` is left as it was. A
+    If the body raises, the temporary folder is removed and ``path`` is left as it was (also
+    after a kill mid-replace: the next call puts the previous output back first). A
     file at ``path`` is refused before any work (a mistyped ``--out cams.json`` must not
     replace the poses file with a folder of renders).
     """
     path = Path(path)
+    _recover(path)
     if path.exists() and not path.is_dir():
         raise DataError(f"{path}: is a file; expected a folder to write into (or a new name)")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -90,3 +90,16 @@ def test_save_torch_writes_the_same_bytes_for_the_same_contents(tmp_path) -> Non
     save_torch(tmp_path / "c.pt", {**obj, "step": 8})
     assert (tmp_path / "c.pt").read_bytes() != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt", "c.pt"]
+
+
+def test_an_output_a_kill_left_set_aside_is_put_back(tmp_path) -> None:
+    # Killed between atomic_dir's two renames: the old output waits as .out.old-<pid>.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    aside = tmp_path / f".out.old-{int(dead.stdout)}"
+    aside.mkdir()
+    (aside / "a.txt").write_text("previous")
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "out"):
+        raise RuntimeError("this run fails too")
+    assert (tmp_path / "out/a.txt").read_text() == "previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
