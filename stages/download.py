@@ -9,7 +9,7 @@ from nerf.errors import run_stage
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m stages.download", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="output folder (data/raw)")
     args = parser.parse_args()
     info = download(load_params("params.yaml").data, args.out)

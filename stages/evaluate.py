@@ -16,7 +16,7 @@ from nerf.views import load_views
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--test", type=Path, required=True, help="test views .npz")
     parser.add_argument("--renders", type=Path, required=True, help="render stage output folder")
     parser.add_argument("--metrics", type=Path, required=True, help="summary JSON to write")

@@ -9,7 +9,7 @@ from nerf.split import PARTS, split
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m stages.split", description=__doc__)
     parser.add_argument("--raw", type=Path, required=True, help="download stage's folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder (data/split)")
     args = parser.parse_args()

@@ -26,7 +26,7 @@ from nerf.views import load_views
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.splitlines()[0])
     parser.add_argument("--split", type=Path, required=True, help="split folder (train.npz, val.npz)")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--live", type=Path, required=True, help="DVCLive log folder to write")

@@ -29,7 +29,7 @@ from nerf.views import load_views
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m stages.video", description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="checkpoint (models/model.pt)")
     parser.add_argument("--test", type=Path, required=True,
                         help="test views: their camera and where they look")

@@ -6,6 +6,8 @@ modules that script uses, so that editing library code reruns the stages it affe
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,11 @@ def test_stage_depends_on_exactly_the_modules_it_imports(name: str) -> None:
     assert script in stage["deps"], stage["cmd"]
     listed = {d for d in stage["deps"] if d.startswith("nerf/")}
     assert listed == closure(REPO / script), f"stage {name}: listed deps differ from the imports of {script}"
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_help_names_the_command_dvc_runs(name: str) -> None:
+    module = STAGES[name]["cmd"].split()[2]
+    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout.startswith(f"usage: python -m {module} "), done.stdout[:80]
