@@ -34,13 +34,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _left_by_dead(path: Path, kind: str) -> list[Path]:
+    """Siblings ``.<name>.<kind>-<pid>[-...]`` of ``path`` whose process no longer runs."""
+    prefix = f".{path.name}.{kind}-"
+    found = []
+    for sibling in path.parent.glob(prefix + "*"):
+        pid = sibling.name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            found.append(sibling)
+    return found
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def _temp_prefix(path: Path) -> str:
     """Temporary siblings of ``path`` are named ``.<name>.tmp-<pid>-<random>``; those of
     processes that no longer run (killed mid-write) are removed when ``path`` is next written."""
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = stale.name[len(f".{path.name}.tmp-"):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    for stale in _left_by_dead(path, "tmp"):
+        _remove(stale)
     return f".{path.name}.tmp-{os.getpid()}-"
 
 
@@ -48,12 +61,9 @@ def _recover(path: Path) -> None:
     """A process killed between :func:`atomic_dir`'s two renames leaves the previous output
     as ``.<name>.old-<pid>`` and nothing at ``path``: put it back (or, where ``path`` is
     there, drop it)."""
-    for old in path.parent.glob(f".{path.name}.old-*"):
-        pid = old.name.rsplit("-", 1)[1]
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
+    for old in _left_by_dead(path, "old"):
         if path.exists() or path.is_symlink():
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+            _remove(old)
         else:
             os.replace(old, path)
 
