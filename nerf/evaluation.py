@@ -14,7 +14,7 @@ import torch
 from nerf.config import EvalConfig
 from nerf.errors import DataError
 from nerf.images import read_png, view_filename
-from nerf.io import atomic_file, write_json
+from nerf.io import atomic_file, json_text
 from nerf.metrics import psnr, ssim
 from nerf.views import Views
 
@@ -97,7 +97,9 @@ def _plot_png(result: Evaluation) -> bytes:
 def write_evaluation(result: Evaluation, metrics: Path, per_view: Path, plot: Path) -> None:
     """Writes the summary JSON, the per-view CSV (view,name,psnr,ssim) and the PSNR plot.
 
-    Everything is computed before the first write; each file is written atomically.
+    Everything is computed and written to temporary files before the first rename, the
+    summary renamed last: a failure leaves all three old files in place, never a new summary
+    beside an old table.
     """
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
@@ -106,8 +108,7 @@ def write_evaluation(result: Evaluation, metrics: Path, per_view: Path, plot: Pa
         psnr, ssim = _json_float(float(result.psnr[i]), 4), _json_float(float(result.ssim[i]), 5)
         writer.writerow([i, name, psnr, ssim])
     image = _plot_png(result)
-    write_json(metrics, result.summary())
-    with atomic_file(per_view) as tmp:
-        tmp.write_text(table.getvalue())
-    with atomic_file(plot) as tmp:
-        tmp.write_bytes(image)
+    with atomic_file(metrics) as json_tmp, atomic_file(per_view) as csv_tmp, atomic_file(plot) as png_tmp:
+        json_tmp.write_text(json_text(result.summary()))
+        csv_tmp.write_text(table.getvalue())
+        png_tmp.write_bytes(image)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from nerf.errors import DataError
+from nerf.errors import DataError, describe
 
 
 def _umask() -> int:
@@ -69,6 +69,17 @@ def _recover(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An OSError while making or replacing ``path`` (a full disk, a read-only folder, a
+    folder where a file goes) becomes a one-line :class:`DataError` naming ``path``, not its
+    temporary sibling."""
+    try:
+        yield
+    except OSError as err:
+        raise DataError(f"{path}: cannot write it ({err.strerror or describe(err)})") from err
+
+
+@contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yields a fresh temporary folder beside ``path``; on success it replaces ``path``.
 
@@ -81,37 +92,47 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     _recover(path)
     if path.exists() and not path.is_dir():
         raise DataError(f"{path}: is a file; expected a folder to write into (or a new name)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = path.parent / f".{path.name}.old-{os.getpid()}"
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
+    with _writing(path):
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
     if old.exists():
         shutil.rmtree(old) if old.is_dir() else old.unlink()
 
 
 @contextlib.contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
-    """Yields a temporary file path beside ``path``; on success it is renamed onto ``path``."""
+    """Yields a temporary file path beside ``path``; on success it is renamed onto ``path``.
+
+    The body only writes the temporary file, so any OSError (a full disk, say) is reported
+    as a :class:`DataError` naming ``path``; on any failure the temporary file is removed.
+    Nested, several files are written first and renamed together at the end, the
+    outermost last: a failure before the renames leaves every old file in place.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
     try:
-        yield tmp
+        with _writing(path):
+            yield tmp
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, path)
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
@@ -125,10 +146,15 @@ def save_torch(path: str | Path, obj: Any) -> None:
         torch.save(obj, f)
 
 
+def json_text(data: Any) -> str:
+    """``data`` as indented JSON, keys in their order, with a final newline."""
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
 def write_json(path: str | Path, data: Any) -> None:
     """Writes ``data`` as indented JSON, atomically."""
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(json_text(data))
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -102,6 +102,21 @@ def test_missing_render_fails_and_keeps_old_metrics(workdir: Path) -> None:
     assert sorted(p.name for p in (workdir / "metrics").iterdir()) == ["eval.json"]
 
 
+def test_an_output_that_cannot_be_written_keeps_all_three_old_ones(workdir: Path) -> None:
+    metrics = workdir / "metrics"
+    (metrics / "per_view_psnr.png").mkdir(parents=True)  # a folder where the plot goes
+    (metrics / "per_view_psnr.png/x").write_text("")
+    (metrics / "eval.json").write_text('{"psnr": 1.0}\n')
+    (metrics / "per_view.csv").write_text("view,name,psnr,ssim\n")
+
+    result = run_evaluate(workdir)
+    assert result.returncode == 1
+    assert result.stderr == "error: metrics/per_view_psnr.png: cannot write it (Is a directory)\n"
+    assert (metrics / "eval.json").read_text() == '{"psnr": 1.0}\n'
+    assert (metrics / "per_view.csv").read_text() == "view,name,psnr,ssim\n"
+    assert sorted(p.name for p in metrics.iterdir()) == ["eval.json", "per_view.csv", "per_view_psnr.png"]
+
+
 def test_render_of_wrong_size_fails(workdir: Path) -> None:
     write_png(workdir / "renders/rgb" / view_filename(2, NAMES[2]), np.zeros((8, 10, 3)))
     result = run_evaluate(workdir)
