@@ -281,6 +281,12 @@ class EvalConfig:
                 f"the Gaussian SSIM window for that sigma is {window} pixels"
             )
 
+    @property
+    def min_image_side(self) -> int:
+        """The fewest pixels on each side of an image that the SSIM window fits (its
+        reflection padding needs more pixels than half the window)."""
+        return self.ssim_kernel // 2 + 1
+
 
 @dataclass(frozen=True)
 class Params:

@@ -60,7 +60,7 @@ def evaluate(renders: np.ndarray, views: Views, config: EvalConfig) -> Evaluatio
     """PSNR and SSIM of renders (n, h, w, 3) against ``views``' images."""
     if views.n_views == 0:
         raise DataError("no test views to evaluate")
-    if min(views.height, views.width) <= config.ssim_kernel // 2:
+    if min(views.height, views.width) < config.min_image_side:
         raise DataError(f"{views.height}x{views.width} test images are too small for a "
                         f"{config.ssim_kernel}-pixel SSIM window")
     pred, truth = torch.from_numpy(renders), torch.from_numpy(views.images)

@@ -140,10 +140,20 @@ def split_scene(scene: Scene, config: SplitConfig) -> tuple[dict[str, Views], di
     return parts, manifest
 
 
-def split(raw: str | Path, out: str | Path, config: SplitConfig) -> dict[str, Any]:
+def split(raw: str | Path, out: str | Path, config: SplitConfig, min_side: int = 1) -> dict[str, Any]:
     """Reads ``raw`` (the download stage's folder) and writes train.npz, val.npz, test.npz
-    and manifest.json."""
+    and manifest.json. Views with fewer than ``min_side`` pixels on a side are refused
+    before any write (the evaluate stage's SSIM window needs :attr:`EvalConfig.min_image_side`:
+    better told now than after training)."""
     parts, manifest = split_scene(load_raw(raw), config)
+    size = manifest["image_size"]
+    if min(size["width"], size["height"]) < min_side:
+        source = manifest["source_size"]
+        views = (f"the source's {source['width']}x{source['height']} views are" if config.image_size is None
+                 else f"split.image_size {config.image_size} makes {size['width']}x{size['height']} views "
+                      f"(of the source's {source['width']}x{source['height']}),")
+        raise ConfigError(f"{views} too small for evaluate's SSIM window (eval.ssim_kernel): "
+                          f"it needs at least {min_side} pixels on each side")
     with atomic_dir(out) as tmp:
         for part, views in parts.items():
             save_views(tmp / f"{part}.npz", views)

@@ -13,7 +13,8 @@ def main() -> None:
     parser.add_argument("--raw", type=Path, required=True, help="download stage's folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder (data/split)")
     args = parser.parse_args()
-    m = split(args.raw, args.out, load_params("params.yaml").split)
+    params = load_params("params.yaml")
+    m = split(args.raw, args.out, params.split, min_side=params.eval.min_image_side)
     size, counts = m["image_size"], " / ".join(f"{m[part]['count']} {part}" for part in PARTS)
     print(f"split: {m['strategy']}, {counts} views of {size['width']}x{size['height']} on {m['background']} "
           f"-> {args.out}")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import run_script, write_params
 
-from nerf.config import DataConfig, SplitConfig
+from nerf.config import DataConfig, EvalConfig, SplitConfig
 from nerf.download import download
 from nerf.errors import ConfigError, DataError
 from nerf.scene import Scene
@@ -235,3 +235,28 @@ def test_stage_script_error_keeps_old_output(raw, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "60 train / 4 val / 16 test views of 20x20" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "test.npz", "train.npz", "val.npz"]
+
+
+def test_views_too_small_for_the_ssim_window_are_refused_before_training(raw, tmp_path):
+    min_side = EvalConfig().min_image_side  # 11-pixel window: 6
+    split(raw, tmp_path / "ok", SplitConfig(image_size=min_side), min_side=min_side)
+    with pytest.raises(ConfigError, match=r"split\.image_size 5 makes 5x5 views \(of the source's 100x100\), "
+                                          r"too small for evaluate's SSIM window \(eval\.ssim_kernel\): "
+                                          r"it needs at least 6 pixels on each side"):
+        split(raw, tmp_path / "small", SplitConfig(image_size=5), min_side=min_side)
+    assert not (tmp_path / "small").exists()
+
+    # The stage checks against params.yaml's window: a smaller one fits 5 pixels.
+    write_params(tmp_path, split={"image_size": 5})
+    result = run_script("split.py", "--raw", str(raw), "--out", "split", cwd=tmp_path)
+    assert result.returncode == 1 and "eval.ssim_kernel" in result.stderr
+    write_params(tmp_path, split={"image_size": 5}, eval={"ssim_kernel": 5, "ssim_sigma": 0.5})
+    result = run_script("split.py", "--raw", str(raw), "--out", "split", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert load_views(tmp_path / "split/test.npz").images.shape[1:] == (5, 5, 3)
+
+    scene = make_scene(h=4, w=6)
+    np.savez(tmp_path / "tiny.npz", images=scene.images, poses=scene.poses, focal=scene.focal)
+    download(DataConfig(source=str(tmp_path / "tiny.npz")), tmp_path / "tiny")
+    with pytest.raises(ConfigError, match=r"^the source's 6x4 views are too small for evaluate's SSIM window"):
+        split(tmp_path / "tiny", tmp_path / "small", SplitConfig(), min_side=min_side)
