@@ -43,12 +43,15 @@ def weights_dense(sigmas: Tensor, deltas: Tensor) -> Tensor:
 
 
 def composite_dense(
-    weights: Tensor, rgbs: Tensor, t_mid: Tensor, background: Tensor
+    weights: Tensor, rgbs: Tensor, t: Tensor, background: Tensor
 ) -> RenderOutput:
-    """weights, t_mid: (n_rays, n_samples); rgbs: (n_rays, n_samples, 3); background: (3,)."""
+    """weights, t: (n_rays, n_samples); rgbs: (n_rays, n_samples, 3); background: (3,).
+
+    ``t`` is each sample's depth, where its field value was taken: the depth is the weighted
+    mean of those (the dense models sample at interval starts, ``fast`` at midpoints)."""
     opacity = weights.sum(dim=-1)
     rgb = (weights.unsqueeze(-1) * rgbs).sum(dim=-2) + (1.0 - opacity).unsqueeze(-1) * background
-    depth = (weights * t_mid).sum(dim=-1)
+    depth = (weights * t).sum(dim=-1)
     return RenderOutput(rgb, depth, opacity)
 
 
