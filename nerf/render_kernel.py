@@ -18,10 +18,13 @@ backward is one pass per ray: the sum of w_k u_k over the whole ray comes from t
 outputs (sum w_k c_k = rgb - (1 - O) bg, sum w_k = O, sum w_k t_k = depth), and the part
 behind each sample is that total less a running sum.
 Optical depth accumulates per ray in float32, where the PyTorch path takes differences of a
-float64 cumulative sum over the whole batch: the two agree to float32 rounding. The kernels are
-compiled without FMA contraction: a contracted ``cumsum(tau) - sigma * delta`` takes the
-exclusive sum against the unrounded product, which left a ray behind one opaque sample
-(tau = 1e4 x 0.01) with an optical depth of 2.2e-6 instead of 0 on an H100.
+float64 cumulative sum over the whole batch: the two agree to float32 rounding. As there, each
+sample's share of it is capped at :data:`nerf.rendering.OPAQUE` (a diverging density of 1e17,
+or inf, hides what is behind it and nothing else), and the optical depth before a sample is a
+sum of the samples before it, never ``cumsum(tau) - tau``: in float32 that difference loses
+what came before one very dense sample (opacity above 1), and is NaN for an infinite one. The
+kernels are compiled without FMA contraction, so that each ``sigma * delta`` is rounded as the
+PyTorch path rounds it.
 
 :mod:`nerf.models` imports this module (and Triton) on first use. With ``TRITON_INTERPRET=1``
 set before that, the kernels run on CPU tensors in Triton's interpreter, which is how the CPU
@@ -35,23 +38,31 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from nerf.rendering import RenderOutput
+from nerf.rendering import OPAQUE, RenderOutput
 
 _BLOCK = 64  # samples per iteration of a ray's program
+_OPAQUE = tl.constexpr(OPAQUE)
 
 
 @triton.jit
-def _block(sigmas, deltas, rgbs, ts, i, live, before):
-    """One block of a ray's samples: tau, optical depth before each sample, weights, colours
-    and depths (masked samples: zeros)."""
+def _block(sigmas, deltas, rgbs, ts, i, live, before, BLOCK: tl.constexpr):
+    """One block of a ray's samples, ``before`` the capped optical depth of the ray's earlier
+    blocks: capped tau, optical depth before each sample, weights, colours and depths (masked
+    samples: zeros)."""
     tau = tl.load(sigmas + i, mask=live, other=0.0) * tl.load(deltas + i, mask=live, other=0.0)
-    ahead = before + tl.cumsum(tau, 0) - tau
+    capped = tl.minimum(tau, _OPAQUE)
+    # Each sample's predecessor in the block (the first one's is in ``before``): an inclusive
+    # sum of those is the exclusive sum of tau, without a subtraction.
+    follows = live & (tl.arange(0, BLOCK) > 0)
+    previous = (tl.load(sigmas + i - 1, mask=follows, other=0.0)
+                * tl.load(deltas + i - 1, mask=follows, other=0.0))
+    ahead = before + tl.cumsum(tl.minimum(previous, _OPAQUE), 0)
     w = (1.0 - tl.exp(-tau)) * tl.exp(-ahead)
     r = tl.load(rgbs + i * 3 + 0, mask=live, other=0.0)
     g = tl.load(rgbs + i * 3 + 1, mask=live, other=0.0)
     b = tl.load(rgbs + i * 3 + 2, mask=live, other=0.0)
     t = tl.load(ts + i, mask=live, other=0.0)
-    return tau, ahead, w, r, g, b, t
+    return capped, ahead, w, r, g, b, t
 
 
 @triton.jit
@@ -66,13 +77,13 @@ def _forward(sigmas, deltas, rgbs, ts, bounds, background, out_rgb, out_opacity,
         i = first + tl.arange(0, BLOCK)
         live = i < end
         first += BLOCK
-        tau, _, w, r, g, b, t = _block(sigmas, deltas, rgbs, ts, i, live, before)
+        capped, _, w, r, g, b, t = _block(sigmas, deltas, rgbs, ts, i, live, before, BLOCK)
         acc_r += tl.sum(w * r)
         acc_g += tl.sum(w * g)
         acc_b += tl.sum(w * b)
         acc_o += tl.sum(w)
         acc_d += tl.sum(w * t)
-        before += tl.sum(tau)
+        before += tl.sum(capped)
     empty = 1.0 - acc_o
     tl.store(out_rgb + ray * 3 + 0, acc_r + empty * tl.load(background + 0))
     tl.store(out_rgb + ray * 3 + 1, acc_g + empty * tl.load(background + 1))
@@ -107,17 +118,17 @@ def _backward(sigmas, deltas, rgbs, ts, bounds, background, out_rgb, out_opacity
         i = first + tl.arange(0, BLOCK)
         live = i < end
         first += BLOCK
-        tau, ahead, w, r, g, b, t = _block(sigmas, deltas, rgbs, ts, i, live, before)
+        capped, ahead, w, r, g, b, t = _block(sigmas, deltas, rgbs, ts, i, live, before, BLOCK)
         u = gr * r + gg * g + gb * b + go + gd * t
         wu = w * u
         behind = total - (done + tl.cumsum(wu, 0))
-        d_tau = tl.exp(-(ahead + tau)) * u - behind
+        d_tau = tl.exp(-(ahead + capped)) * u - behind
         tl.store(grad_sigmas + i, d_tau * tl.load(deltas + i, mask=live, other=0.0), mask=live)
         tl.store(grad_rgbs + i * 3 + 0, w * gr, mask=live)
         tl.store(grad_rgbs + i * 3 + 1, w * gg, mask=live)
         tl.store(grad_rgbs + i * 3 + 2, w * gb, mask=live)
         done += tl.sum(wu)
-        before += tl.sum(tau)
+        before += tl.sum(capped)
 
 
 class _RenderPacked(torch.autograd.Function):

@@ -86,6 +86,27 @@ def test_a_ray_behind_an_opaque_sample_passes_no_gradient_to_its_later_samples()
     assert torch.all(d_sigma[1:].abs() < 1e-12) and torch.all(d_rgb[1:].abs() < 1e-12)
 
 
+@pytest.mark.parametrize("dense", [1e5, 1e8, 1e17, float("inf")])
+def test_a_diverging_density_renders_as_in_the_pytorch_path(dense: float) -> None:
+    # Ray 0: 50 thin samples, one of a huge (or infinite) density, then one more; ray 1 after it.
+    # The optical depth before the dense sample must survive it (opacity at most 1), an
+    # infinite one must not make NaN (inf - inf), and ray 1 must render as it does alone.
+    sigmas = torch.tensor([1e-3] * 50 + [dense, 1.0] + [10.0, 10.0, 10.0], device=DEVICE)
+    ray_indices = torch.tensor([0] * 52 + [1] * 3, device=DEVICE)
+    gen = torch.Generator().manual_seed(0)
+    rgbs, t_mid = torch.rand(55, 3, generator=gen).to(DEVICE), torch.arange(55.0, device=DEVICE)
+    deltas = torch.cat([torch.ones(52), torch.full((3,), 0.1)]).to(DEVICE)
+    upstream = [torch.randn(2, 3, generator=gen).to(DEVICE), torch.randn(2, generator=gen).to(DEVICE),
+                torch.randn(2, generator=gen).to(DEVICE)]
+    args = (ray_indices, sigmas, rgbs, deltas, t_mid, torch.full((3,), 0.5, device=DEVICE), *upstream)
+    fused, reference = render_and_grads(True, *args), render_and_grads(False, *args)
+    for name, got, want in zip(["rgb", "opacity", "depth", "d sigma", "d rgb"], fused, reference):
+        assert torch.isfinite(got).all(), name
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=name)
+    opacity = float(fused[1][0].detach())
+    assert opacity <= 1.0 + 1e-6 and opacity == pytest.approx(1.0)
+
+
 def test_fast_model_renders_alike_with_either_path() -> None:
     config = FastModelConfig(levels=4, log2_table_size=10, max_resolution=64, grid_resolution=8,
                              steps_per_diagonal=128)
