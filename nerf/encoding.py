@@ -24,7 +24,9 @@ def fourier_encode(x: Tensor, n_frequencies: int, scale: float = 1.0) -> Tensor:
     angles = x.unsqueeze(-2) * freqs.unsqueeze(-1)  # (..., L, d)
     features = torch.stack([torch.sin(angles), torch.cos(angles)], dim=-2)  # (..., L, 2, d)
     features = features.reshape(*x.shape[:-1], 2 * n_frequencies, x.shape[-1])
-    return torch.cat([x.unsqueeze(-2), features], dim=-2).reshape(*x.shape[:-1], -1)
+    encoded = torch.cat([x.unsqueeze(-2), features], dim=-2)  # (..., 2L + 1, d)
+    # The width spelled out: reshape cannot infer a -1 from zero rows.
+    return encoded.reshape(*x.shape[:-1], fourier_dim(x.shape[-1], n_frequencies))
 
 
 def fourier_dim(in_dim: int, n_frequencies: int) -> int:

@@ -54,11 +54,11 @@ def test_nested_atomic_files_keep_every_old_file_when_one_cannot_be_renamed(tmp_
     second.write_text("old b")
     third.mkdir()  # a folder where the third file goes: its rename, the first one done, fails
     (third / "keep").write_text("x")
-    with pytest.raises(DataError, match=r"c\.png: cannot write it \(Is a directory\)"):
-        with atomic_file(first) as a, atomic_file(second) as b, atomic_file(third) as c:
-            a.write_text("new a")
-            b.write_text("new b")
-            c.write_text("new c")
+    with (pytest.raises(DataError, match=r"c\.png: cannot write it \(Is a directory\)"),
+          atomic_file(first) as a, atomic_file(second) as b, atomic_file(third) as c):
+        a.write_text("new a")
+        b.write_text("new b")
+        c.write_text("new c")
     assert first.read_text() == "old a" and second.read_text() == "old b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.csv", "c.png"]
 
@@ -66,15 +66,15 @@ def test_nested_atomic_files_keep_every_old_file_when_one_cannot_be_renamed(tmp_
 def test_a_write_that_fails_names_the_output_not_its_temporary(tmp_path) -> None:
     blocker = tmp_path / "metrics"
     blocker.write_text("a file where a folder goes")
-    with pytest.raises(DataError, match=r"^\S*metrics/eval\.json: cannot write it \(File exists\)"):
-        with atomic_file(blocker / "eval.json") as tmp:
-            raise AssertionError(f"the body must not run ({tmp})")
-    with pytest.raises(DataError, match=r"^\S*metrics/renders: cannot write it"):
-        with atomic_dir(blocker / "renders") as tmp:
-            raise AssertionError(f"the body must not run ({tmp})")
-    with pytest.raises(DataError, match=r"^\S*out\.bin: cannot write it \(No space left on device\)"):
-        with atomic_file(tmp_path / "out.bin") as tmp:
-            raise OSError(28, "No space left on device", str(tmp))
+    with (pytest.raises(DataError, match=r"^\S*metrics/eval\.json: cannot write it \(File exists\)"),
+          atomic_file(blocker / "eval.json") as tmp):
+        raise AssertionError(f"the body must not run ({tmp})")
+    with (pytest.raises(DataError, match=r"^\S*metrics/renders: cannot write it"),
+          atomic_dir(blocker / "renders") as tmp):
+        raise AssertionError(f"the body must not run ({tmp})")
+    with (pytest.raises(DataError, match=r"^\S*out\.bin: cannot write it \(No space left on device\)"),
+          atomic_file(tmp_path / "out.bin") as tmp):
+        raise OSError(28, "No space left on device", str(tmp))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics"]
 
 

@@ -55,6 +55,15 @@ def test_each_kind_renders_a_batch_of_rays(kind, cls, randomized) -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
+@pytest.mark.parametrize("kind", ["seed", "nerf", "fast"])
+def test_each_kind_renders_no_rays(kind) -> None:
+    model = tiny_model(kind)
+    rays = Rays(torch.zeros(0, 3), torch.zeros(0, 3))
+    out = model.render_rays(rays, randomized=True, generator=torch.Generator().manual_seed(0))
+    assert out.rgb.shape == (0, 3) and out.depth.shape == (0,) and out.opacity.shape == (0,)
+    out.rgb.sum().backward()  # and back: nothing to learn, no error
+
+
 def test_nerf_reports_its_coarse_pass_opacity() -> None:
     # The same coarse network alone (same seed, no fine samples) renders the same opacity,
     # and the coarse colour is its scene colour (at most its opacity) plus the background.

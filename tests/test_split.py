@@ -258,5 +258,5 @@ def test_views_too_small_for_the_ssim_window_are_refused_before_training(raw, tm
     scene = make_scene(h=4, w=6)
     np.savez(tmp_path / "tiny.npz", images=scene.images, poses=scene.poses, focal=scene.focal)
     download(DataConfig(source=str(tmp_path / "tiny.npz")), tmp_path / "tiny")
-    with pytest.raises(ConfigError, match=r"^the source's 6x4 views are too small for evaluate's SSIM window"):
+    with pytest.raises(ConfigError, match=r"^the source's 6x4 views are too small for evaluate's SSIM"):
         split(tmp_path / "tiny", tmp_path / "small", SplitConfig(), min_side=min_side)
