@@ -98,6 +98,11 @@ def fits_mlp_kernel(width: int) -> bool:
     return width >= 16 and width & (width - 1) == 0
 
 
+# The most Fourier frequencies an encoding may have: the highest, 2^29 (x pi in the seed),
+# already turns a float32 coordinate's rounding into a random phase.
+MAX_FREQUENCIES = 30
+
+
 @dataclass(frozen=True)
 class SeedModelConfig:
     """The notebook's model: one MLP on the Fourier-encoded (position, direction) 6-vector.
@@ -105,7 +110,8 @@ class SeedModelConfig:
     Trained on one whole random training image per step, stratified samples on [near, far].
     """
 
-    frequencies: int = _range(10, ge=0)
+    # At most MAX_FREQUENCIES: past that sin(2^L x) is noise in float32 (and 2^128 is inf).
+    frequencies: int = _range(10, ge=0, le=MAX_FREQUENCIES)
     width: int = _range(256, ge=1)
     depth: int = _range(8, ge=1)
     # Index of the hidden layer whose input is concatenated with the encoded input again.
@@ -130,8 +136,8 @@ class SeedModelConfig:
 class NerfModelConfig:
     """The NeRF paper's model: coarse and fine MLPs, view-direction branch."""
 
-    pos_frequencies: int = _range(10, ge=0)
-    dir_frequencies: int = _range(4, ge=0)
+    pos_frequencies: int = _range(10, ge=0, le=MAX_FREQUENCIES)
+    dir_frequencies: int = _range(4, ge=0, le=MAX_FREQUENCIES)
     width: int = _range(256, ge=1)
     depth: int = _range(8, ge=1)
     # As the seed's: the index of the layer whose input is [hidden, encoded position]; 5 is the
@@ -151,8 +157,10 @@ class FastModelConfig:
     levels: int = _range(12, ge=1)
     features_per_level: int = _range(2, ge=1)
     log2_table_size: int = _range(17, ge=4, le=26)
-    base_resolution: int = _range(16, ge=2)
-    max_resolution: int = _range(512, ge=2)
+    # Cells per side of the coarsest and finest levels; at most 2^24, where cell coordinates
+    # stop being exact in float32 (and int32 indices would overflow).
+    base_resolution: int = _range(16, ge=2, le=2**24)
+    max_resolution: int = _range(512, ge=2, le=2**24)
     hidden: int = _range(64, ge=1)
     geo_features: int = _range(15, ge=1)
     sh_degree: int = _range(4, ge=1, le=4)
