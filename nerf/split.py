@@ -8,7 +8,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from nerf.config import SplitConfig, to_dict
 from nerf.errors import ConfigError, DataError
@@ -94,8 +93,25 @@ def composite(images: np.ndarray, background: np.ndarray) -> np.ndarray:
     return (rgb * alpha + background * (1.0 - alpha)).astype(np.float32)
 
 
+def box_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) float64: output pixel j is the mean of the source span
+    [j, j + 1) * n_in / n_out, each source pixel weighted by the length of it inside the span."""
+    edges = torch.arange(n_out + 1, dtype=torch.float64) * (n_in / n_out)
+    pixels = torch.arange(n_in, dtype=torch.float64)
+    inside = torch.minimum(edges[1:, None], pixels + 1) - torch.maximum(edges[:-1, None], pixels)
+    weights = inside.clamp(min=0.0)
+    return weights / weights.sum(dim=1, keepdim=True)
+
+
 def resize(images: np.ndarray, width: int | None) -> np.ndarray:
-    """Area-averages (box-filters) (n, h, w, c) images to ``width``, height by aspect ratio."""
+    """Area-averages (box-filters) (n, h, w, c) images to ``width``, height by aspect ratio.
+
+    Exact for any scale: each output pixel averages the source area it covers, partial source
+    pixels by their share (``F.interpolate``'s "area" mode, adaptive average pooling, weights
+    whole pixels equally, which moves edges by up to half a source pixel and changes means
+    when the width does not divide). Linear, so resized coverage still recomposites resized
+    colours exactly.
+    """
     _n, h, w, _ = images.shape
     if width is None or width == w:
         return images
@@ -103,8 +119,9 @@ def resize(images: np.ndarray, width: int | None) -> np.ndarray:
         raise ConfigError(f"split.image_size {width} exceeds the source width {w}; "
                           "only downscaling is supported")
     height = max(1, round(h * width / w))
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-    out = F.interpolate(x, size=(height, width), mode="area")
+    rows, columns = box_weights(h, height).float(), box_weights(w, width).float()
+    x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).permute(0, 3, 1, 2)  # (n, c, h, w)
+    out = rows @ x @ columns.T  # (n, c, height, width)
     return out.permute(0, 2, 3, 1).contiguous().numpy()
 
 

@@ -107,6 +107,19 @@ def test_resize_is_a_block_mean():
         resize(images, 10)
 
 
+def test_resize_averages_the_area_each_pixel_covers_at_any_scale():
+    # 3 -> 2 columns: each output pixel covers one and a half source pixels.
+    middle, left = np.zeros((1, 1, 3, 1), np.float32), np.zeros((1, 1, 3, 1), np.float32)
+    middle[..., 1, :], left[..., 0, :] = 1.0, 1.0
+    np.testing.assert_allclose(resize(np.repeat(middle, 3, axis=1), 2)[0, 0, :, 0], [1 / 3, 1 / 3], atol=1e-7)
+    np.testing.assert_allclose(resize(np.repeat(left, 3, axis=1), 2)[0, 0, :, 0], [2 / 3, 0.0], atol=1e-7)
+    # Any scale keeps the mean (every source pixel counts by the area it covers).
+    images = make_scene(n=2, h=7, w=10, channels=4).images
+    out = resize(images, 4)
+    assert out.shape == (2, 3, 4, 4)
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), images.mean(axis=(1, 2)), atol=1e-6)
+
+
 def test_resize_scales_focal():
     parts, manifest = split_scene(make_scene(h=8, w=12), SplitConfig(image_size=3))
     assert all((v.width, v.height, v.focal) == (3, 2, 5.0 / 4) for v in parts.values())
