@@ -99,9 +99,11 @@ class OccupancyGrid(nn.Module):
         previous = self.density.reshape(-1)
         self.density.copy_(torch.maximum(previous * decay, sigma).reshape(r, r, r))
         # Early on, when the field is dim everywhere, the mean keeps the denser half marched
-        # (a tensor, so that the GPU need not wait for the host).
+        # (a tensor, so that the GPU need not wait for the host). At the mean counts as
+        # occupied: a field of one density everywhere tells nothing of where the scene is, and
+        # an empty grid would take no samples, so the field would get no gradient to recover.
         threshold = grid_mean(self.density).clamp(max=self.sigma_threshold)
-        occupied = (self.density > threshold).float()[None, None]
+        occupied = (self.density >= threshold).float()[None, None]
         self.occupied.copy_(F.max_pool3d(occupied, 3, stride=1, padding=1)[0, 0] > 0)
 
     @torch.no_grad()

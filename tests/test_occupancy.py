@@ -86,9 +86,14 @@ def test_update_keeps_a_decaying_maximum() -> None:
     grid.update(lambda p: torch.zeros(p.shape[0]), decay=0.5)
     assert torch.all(grid.density == 5.0)
     assert grid.occupied.all()  # 5 is above the threshold (~0.047)
+    # A field of one dim density everywhere (5 / 2^12, below the threshold) rules out no
+    # cell: all stay marched, so that training can still teach the field where the scene is.
     for _ in range(12):
         grid.update(lambda p: torch.zeros(p.shape[0]), decay=0.5)
-    assert not grid.occupied.any()  # 5 / 2^12 < threshold; the mean is 0 too
+    assert grid.occupied.all()
+    # Once one corner is denser, the dim rest (below the threshold and the mean) is skipped.
+    grid.update(lambda p: (p < -BOUND / 2).all(dim=-1).float() * 0.01)
+    assert grid.occupied[:2, :2, :2].all() and not grid.occupied[3, 3, 3]
 
 
 def _check_packed(grid, rays, samples, near, far) -> None:
