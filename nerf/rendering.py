@@ -48,7 +48,7 @@ def composite_dense(
     """weights, t: (n_rays, n_samples); rgbs: (n_rays, n_samples, 3); background: (3,).
 
     ``t`` is each sample's depth, where its field value was taken: the depth is the weighted
-    mean of those (the dense models sample at interval starts, ``fast`` at midpoints)."""
+    mean of those (the dense models' samples start their intervals, ``fast``'s are midpoints)."""
     opacity = weights.sum(dim=-1)
     rgb = (weights.unsqueeze(-1) * rgbs).sum(dim=-2) + (1.0 - opacity).unsqueeze(-1) * background
     depth = (weights * t).sum(dim=-1)
