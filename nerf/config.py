@@ -60,6 +60,9 @@ class DataConfig:
     far: float = _range(6.0, gt=0.0)
 
     def __post_init__(self) -> None:
+        if not self.source.strip():
+            raise ConfigError(f"data.source is {self.source!r}; expected sample, an http(s) URL "
+                              "or the path of a .npz file or Blender folder")
         if not self.near < self.far:
             raise ConfigError(
                 f"data.near must be less than data.far, got near={self.near} far={self.far}"

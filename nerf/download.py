@@ -130,8 +130,10 @@ def download(config: DataConfig, out: str | Path) -> dict[str, Any]:
         try:
             fmt = detect_format(path, config.format)
             scene = load_scene(path, fmt)
-        except DataError as err:  # a download's errors name its URL, not the scratch folder
-            raise DataError(str(err).replace(str(path), label)) from None
+        except DataError as err:  # a download's or archive's errors name it, not the scratch folder
+            if scratch in path.parents:
+                raise DataError(str(err).replace(str(path), label)) from None
+            raise
         if fmt == "npz":
             shutil.copyfile(path, tmp / RAW_NPZ)
         else:

@@ -241,6 +241,9 @@ def detect_format(path: str | Path, format: str = "auto") -> str:
         raise DataError(f"{path}: file or folder not found")
     found = "blender" if path.is_dir() else "npz"
     if found == "npz" and format == "auto" and not is_npz(path):
+        if path.suffix.lower() == ".npz":
+            raise DataError(f"{path}: not a readable .npz file: expected a zip of .npy arrays, as "
+                            "np.savez writes (is it truncated?)")
         raise DataError(f"{path}: unknown format; expected a .npz file or a Blender folder")
     if format not in ("auto", found):
         kind = "a folder" if path.is_dir() else "a file"

@@ -81,6 +81,7 @@ def test_round_trip_of_defaults(tmp_path):
         (lambda p: p["split"].update(seed=2**64), "split.seed", "<= 4294967295"),
         (lambda p: p["video"].update(fps=0.001), "video.fps", ">= 0.1"),
         (lambda p: p["data"].update(source=5), "data.source", "a string, got 5"),
+        (lambda p: p["data"].update(source=""), "data.source", "is ''; expected sample, an http(s) URL"),
         (lambda p: p.update(train=[1, 2]), "train", "a mapping, got [1, 2]"),
         (lambda p: p["video"].update(path="spiral", elevation=80.0, amplitude=15.0),
          "video.amplitude", "leaves (-89, 89) degrees"),

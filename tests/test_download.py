@@ -263,3 +263,25 @@ def test_stage_script_success(tmp_path):
     result = run_script("download.py", "--out", "data/raw", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "80 views" in result.stdout and (tmp_path / "data" / "raw" / "scene.npz").is_file()
+
+
+def test_a_truncated_npz_is_called_unreadable_not_an_unknown_format(tmp_path, old_raw):
+    whole = write_npz(tmp_path / "whole.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"cut\.npz: not a readable \.npz file: expected a zip of \.npy "
+                                        r"arrays, as np\.savez writes \(is it truncated\?\)"):
+        download(DataConfig(source=str(tmp_path / "cut.npz")), old_raw)
+    assert_untouched(old_raw)
+
+
+def test_a_local_source_is_named_as_given(tmp_path, old_raw, make_blender, monkeypatch):
+    # "./a" is the path "a": a search-and-replace of "a" by "./a" in the message once turned
+    # "transforms_train.json" into "tr./ansforms_tr./ain.json".
+    monkeypatch.chdir(tmp_path)
+    folder = make_blender(tmp_path / "a")
+    for name in ("train", "test"):
+        (folder / f"transforms_{name}.json").unlink()
+    with pytest.raises(DataError, match=r"^a: no transforms_train\.json, transforms_val\.json or "
+                                        r"transforms_test\.json; expected a Blender synthetic folder"):
+        download(DataConfig(source="./a"), old_raw)
+    assert_untouched(old_raw)
