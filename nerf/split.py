@@ -79,8 +79,13 @@ def split_indices(scene: Scene, config: SplitConfig) -> SplitIndices:
                               "validation views (transforms_val.json)")
         return SplitIndices(pool, evenly_spaced(own, n_val), test)
     if n_val >= len(pool):
+        held_by = {"tail": f"split.test_fraction {config.test_fraction}",
+                   "random": f"split.test_fraction {config.test_fraction}",
+                   "every_nth": f"split.every_nth {config.every_nth}",
+                   "official": "transforms_test.json"}[config.strategy]
         raise ConfigError(f"split.val_views is {n_val}, but only {len(pool)} views are left after the "
-                          f"test views; at least one must stay for training")
+                          f"{len(test)} test views ({held_by}, of {scene.n_views} views); at least one must "
+                          "stay for training: lower split.val_views, or hold out fewer test views")
     val = evenly_spaced(pool, n_val)
     return SplitIndices(np.setdiff1d(pool, val), val, test)
 

@@ -61,9 +61,15 @@ def test_validation_views_are_spread_over_the_training_views(config, val):
 
 
 def test_validation_must_leave_a_training_view():
-    expected = "split.val_views is 8, but only 8 views are left after the test views"
+    expected = (r"split.val_views is 8, but only 8 views are left after the 2 test views "
+                r"\(split.test_fraction 0.2, of 10 views\); at least one must stay for training")
     with pytest.raises(ConfigError, match=expected):
         split_indices(make_scene(), SplitConfig(strategy="tail", val_views=8))
+    # The key that held out too many is named, whichever it is.
+    with pytest.raises(ConfigError, match=r"after the 9 test views \(split.test_fraction 0.99, of 10"):
+        split_indices(make_scene(), SplitConfig(strategy="tail", test_fraction=0.99))
+    with pytest.raises(ConfigError, match=r"after the 5 test views \(split.every_nth 2, of 10"):
+        split_indices(make_scene(), SplitConfig(strategy="every_nth", every_nth=2, val_views=5))
 
 
 def test_random_strategy_is_seeded():
