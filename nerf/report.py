@@ -66,16 +66,14 @@ def _link(target: Path, out: Path) -> str:
     return Path(os.path.relpath(target, out.parent)).as_posix()
 
 
-def _side_by_side(new: str | None, root: Path, plots: Path, out: Path) -> list[str]:
-    """Markdown table rows linking the new revision's truth | render | error images."""
-    if new is None:  # the workspace: the files themselves
-        images = sorted((root / COMPARE).glob("*.png"))
-        named = [(p.stem, p) for p in images]
-    else:  # a git revision: renders are DVC-cached, so link the copies `dvc plots diff` wrote
-        prefix = f"{new}_{COMPARE}_".replace(os.sep, "_").replace("/", "_")
-        images = sorted((plots / "static").glob(f"{_glob_escape(prefix)}*.png"))
-        named = [(p.stem[len(prefix) :], p) for p in images]
-    return [f"| {name} | [{name}.png]({_link(path, out)}) |" for name, path in named]
+def _side_by_side(new: str | None, plots: Path, out: Path) -> list[str]:
+    """Markdown table rows linking the new revision's truth | render | error images: the
+    copies ``dvc plots diff`` wrote beside the report (a revision's from the DVC cache, the
+    workspace's as ``workspace_...``), so that the links hold wherever ``reports/`` is
+    published (a CI artifact has no ``renders/`` beside it)."""
+    prefix = f"{new or 'workspace'}_{COMPARE}_".replace(os.sep, "_").replace("/", "_")
+    images = sorted((plots / "static").glob(f"{_glob_escape(prefix)}*.png"))
+    return [f"| {p.stem[len(prefix):]} | [{p.stem[len(prefix):]}.png]({_link(p, out)}) |" for p in images]
 
 
 def _glob_escape(text: str) -> str:
@@ -106,7 +104,7 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
         _run([dvc, "plots", "diff", *revs, "-o", str(tmp)], root, "dvc plots diff")
     plots = out.parent / "plots"
     index = plots / "index.html"
-    rows = _side_by_side(new, root, plots, out)
+    rows = _side_by_side(new, plots, out)
 
     lines = [
         f"# Review: `{old}` → `{new_name}`",
