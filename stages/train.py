@@ -52,7 +52,6 @@ def main() -> None:
         "data": {"near": params.data.near, "far": params.data.far},
         "model": to_dict(params.model),
         "train": {k: v for k, v in to_dict(params.train).items() if k != "checkpoint_every"},
-        "render": {"chunk": params.render.chunk},
     }
     fingerprint = resume.fingerprint(shaping, inputs, device)
     checkpoint = args.checkpoints / resume.CHECKPOINT
@@ -68,7 +67,9 @@ def main() -> None:
             def save(state: dict) -> None:
                 resume.save(checkpoint, state, fingerprint, resume.snapshot_files(live_dir))
 
-            summary = train(model, train_views, val_views, params.train, device, live, params.render.chunk,
+            # Validation renders in the device's default passes, not render.chunk's: that key
+            # tunes the render stage's speed, and must not make DVC retrain the model.
+            summary = train(model, train_views, val_views, params.train, device, live,
                             resume=start.state, on_checkpoint=save)
             live.log_metric("train/steps_per_second", summary.steps / summary.seconds, plot=False)
         # Training seconds stay out of the model (they are in metrics/train): the same training

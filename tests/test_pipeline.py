@@ -182,6 +182,11 @@ def test_repro_then_experiment_then_show(repo_copy):
     assert len(list((clone / "renders/compare").glob("*.png"))) == 16
     assert "up to date" in run("dvc", "status", cwd=clone).stdout
     assert "Running stage" not in run("dvc", "repro", cwd=clone).stdout
+    # render.chunk tunes rendering speed: it reruns the stages that render the test views,
+    # never training.
+    params = clone / "params.yaml"
+    params.write_text(params.read_text().replace("\n  chunk: null", "\n  chunk: 512", 1))
+    assert sorted(json.loads(run("dvc", "status", "--json", cwd=clone).stdout)) == ["render", "video"]
 
     run("dvc", "exp", "run", "-S", "model.kind=nerf", "-S", "train.steps=20", cwd=repo_copy)
     table = json.loads(run("dvc", "exp", "show", "--json", cwd=repo_copy).stdout)
