@@ -31,8 +31,16 @@ UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, 
 
 
 def describe(err: BaseException) -> str:
-    """``TypeName: first line of its message``: a library's error, quoted inside one of ours."""
-    lines = str(err).strip().splitlines()
+    """``TypeName: first line of its message``: a library's error, quoted inside one of ours.
+
+    Not for ``torch.load(weights_only=True)`` of bytes that are not a checkpoint's: its first
+    line advises loading with ``weights_only=False``, which would run any code in the file;
+    what it found there comes instead."""
+    text = str(err).strip()
+    if isinstance(err, pickle.UnpicklingError) and text.startswith("Weights only load failed"):
+        found = text.partition("WeightsUnpickler error:")[2].split()
+        return f"UnpicklingError: not a checkpoint's contents ({' '.join(found[:8]) or 'unreadable'})"
+    lines = text.splitlines()
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 

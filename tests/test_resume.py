@@ -77,6 +77,12 @@ def test_an_unreadable_checkpoint_starts_over_and_says_so(tmp_path) -> None:
     path.write_bytes(b"not a torch file")
     result = resume.load(path, _fingerprint(tmp_path), steps=10)
     assert result.state is None and "unreadable" in result.message and str(path) in result.message
+    # Bytes torch.load reads as a pickle but not a checkpoint's: what it found, not torch's
+    # advice to load with weights_only=False (running any code the file holds).
+    path.write_bytes(b"garbage\n")
+    result = resume.load(path, _fingerprint(tmp_path), steps=10)
+    assert "UnpicklingError: not a checkpoint's contents (Unsupported operand" in result.message
+    assert "weights_only" not in result.message
 
 
 def test_log_files_round_trip(tmp_path) -> None:
