@@ -23,8 +23,8 @@ sample's share of it is capped at :data:`nerf.rendering.OPAQUE` (a diverging den
 or inf, hides what is behind it and nothing else), and the optical depth before a sample is a
 sum of the samples before it, never ``cumsum(tau) - tau``: in float32 that difference loses
 what came before one very dense sample (opacity above 1), and is NaN for an infinite one. The
-kernels are compiled without FMA contraction, so that each ``sigma * delta`` is rounded as the
-PyTorch path rounds it.
+kernels are compiled without FMA contraction, so that products are rounded before they are
+added, as the PyTorch path rounds them (a contracted ``exp(...) * u - behind`` differs).
 
 :mod:`nerf.models` imports this module (and Triton) on first use. With ``TRITON_INTERPRET=1``
 set before that, the kernels run on CPU tensors in Triton's interpreter, which is how the CPU

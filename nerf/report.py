@@ -73,7 +73,8 @@ def _side_by_side(new: str | None, plots: Path, out: Path) -> list[str]:
     published (a CI artifact has no ``renders/`` beside it)."""
     prefix = f"{new or 'workspace'}_{COMPARE}_".replace(os.sep, "_").replace("/", "_")
     images = sorted((plots / "static").glob(f"{_glob_escape(prefix)}*.png"))
-    return [f"| {p.stem[len(prefix):]} | [{p.stem[len(prefix):]}.png]({_link(p, out)}) |" for p in images]
+    named = [(p.stem[len(prefix):], p) for p in images]
+    return [f"| {name} | [{name}.png]({_link(path, out)}) |" for name, path in named]
 
 
 def _glob_escape(text: str) -> str:
