@@ -90,7 +90,8 @@ def test_a_ray_behind_an_opaque_sample_passes_no_gradient_to_its_later_samples()
 def test_a_diverging_density_renders_as_in_the_pytorch_path(dense: float) -> None:
     # Ray 0: 50 thin samples, one of a huge (or infinite) density, then one more; ray 1 after it.
     # The optical depth before the dense sample must survive it (opacity at most 1), an
-    # infinite one must not make NaN (inf - inf), and ray 1 must render as it does alone.
+    # infinite one must not make NaN (inf - inf), and both rays must render as the PyTorch
+    # path renders them (which keeps ray 1 as it is alone: test_rendering).
     sigmas = torch.tensor([1e-3] * 50 + [dense, 1.0] + [10.0, 10.0, 10.0], device=DEVICE)
     ray_indices = torch.tensor([0] * 52 + [1] * 3, device=DEVICE)
     gen = torch.Generator().manual_seed(0)
