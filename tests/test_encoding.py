@@ -181,6 +181,17 @@ def test_hash_grid_levels_and_table_layout() -> None:
     assert grid.out_dim == 8
 
 
+@pytest.mark.parametrize(("levels", "base", "finest"), [(16, 16, 2048), (16, 16, 4096), (8, 16, 128),
+                                                      (12, 4, 1000), (2, 8, 8)])
+def test_hash_grid_levels_run_from_base_to_max_resolution(levels: int, base: int, finest: int) -> None:
+    # Geometric growth in floating point lands a hair below whole numbers (16 * 2^(8/15 * 15)
+    # is 4095.99...): the finest level must still be the requested resolution.
+    grid = HashGrid(levels=levels, log2_table_size=4, base_resolution=base, max_resolution=finest)
+    resolutions = grid.resolutions.tolist()
+    assert resolutions[0] == base and resolutions[-1] == finest
+    assert resolutions == sorted(resolutions)
+
+
 def test_hash_grid_matches_direct_per_point_implementation() -> None:
     grid = make_grid()
     points = sample_points()
@@ -272,3 +283,37 @@ def test_a_hash_grid_of_no_points_gives_no_features() -> None:
     features = grid(torch.empty(0, 3))
     features.sum().backward()
     assert features.shape == (0, 8) and torch.count_nonzero(grid.table.grad) == 0
+
+
+def test_a_dense_finest_level_encodes_the_cube_s_upper_faces() -> None:
+    # Every level dense: a point at +bound lies on the last vertex of the finest level, which
+    # is its last row; its cell is the last one (lower = N - 1, frac 1), not one beyond.
+    grid = HashGrid(levels=2, features_per_level=2, log2_table_size=10, base_resolution=2,
+                    max_resolution=4, bound=BOUND)
+    assert grid.dense.tolist() == [True, True]
+    with torch.no_grad():
+        grid.table.copy_(torch.randn(grid.table.shape, generator=torch.Generator().manual_seed(4)))
+    corner = torch.tensor([[BOUND, BOUND, BOUND], [BOUND, 0.1, -0.3], [0.2, BOUND, BOUND]],
+                          requires_grad=True)
+    features = grid(corner)
+    start = 0
+    for level, n_cells in enumerate((2, 4)):
+        size = (n_cells + 1) ** 3
+        volume = grid.table[start : start + size].detach().reshape(n_cells + 1, n_cells + 1, n_cells + 1, 2)
+        coords = (corner.detach() / BOUND).reshape(1, -1, 1, 1, 3)
+        sampled = F.grid_sample(volume.permute(3, 0, 1, 2)[None], coords, align_corners=True)
+        expected = sampled[0, :, :, 0, 0].T
+        assert torch.allclose(features[:, 2 * level : 2 * level + 2], expected, atol=1e-5)
+        start += size
+    # On the face, the gradient with respect to the point is the last cell's slope: the
+    # difference quotient from just inside.
+    (grad,) = torch.autograd.grad(features.sum(), corner)
+    step = 1e-3
+    for axis in range(3):
+        for p, on_face in enumerate(corner.detach()[:, axis] == BOUND):
+            if on_face:
+                moved = corner.detach()[p].clone()
+                moved[axis] -= step
+                with torch.no_grad():
+                    quotient = (grid(corner.detach()[p : p + 1]).sum() - grid(moved[None]).sum()) / step
+                assert float(grad[p, axis]) == pytest.approx(float(quotient), rel=1e-3, abs=1e-3)

@@ -28,6 +28,16 @@ def test_psnr_per_image_and_mse_to_psnr() -> None:
     assert mse_to_psnr(torch.tensor([1.0, 1e-3])).tolist() == pytest.approx([0.0, 30.0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_psnr_of_low_precision_images_is_computed_in_float64(dtype: torch.dtype) -> None:
+    # Rendered images may come in half precision; their difference must not be rounded to it.
+    generator = torch.Generator().manual_seed(3)
+    pred, target = (torch.rand(2, 9, 11, 3, generator=generator).to(dtype) for _ in range(2))
+    expected = -10 * torch.log10((pred.double() - target.double()).square().mean(dim=(1, 2, 3)))
+    assert psnr(pred, target).dtype == torch.float64
+    assert psnr(pred, target).tolist() == pytest.approx(expected.tolist(), rel=1e-12)
+
+
 def test_psnr_identical_is_inf() -> None:
     image = torch.rand(1, 6, 6, 3)
     assert psnr(image, image.clone()).item() == math.inf
@@ -73,16 +83,20 @@ def _direct_ssim(x: np.ndarray, y: np.ndarray, size: int = 11, sigma: float = 1.
     return float(np.mean(values))
 
 
-def test_ssim_matches_direct_gaussian_window_implementation() -> None:
+@pytest.mark.parametrize("sigma", [1.5, 1.0, 0.5])
+def test_ssim_matches_direct_gaussian_window_implementation(sigma: float) -> None:
     rng = np.random.default_rng(1)
     x = rng.random((16, 18, 3))
     y = np.clip(x + 0.1 * rng.standard_normal(x.shape), 0, 1)
-    got = ssim(torch.from_numpy(y)[None], torch.from_numpy(x)[None]).item()
+    # The window torchmetrics derives from sigma (9 pixels for 1.0, 5 for 0.5): any other
+    # size in the direct implementation would move the score.
+    size = gaussian_window_size(sigma)
+    got = ssim(torch.from_numpy(y)[None], torch.from_numpy(x)[None], size, sigma).item()
     # Both sides are float64 and differ only in summation order (conv vs explicit windows,
     # E[x^2]-mu^2 vs centred variance): round-off is ~1e-15, so 1e-9 leaves room and still
     # catches any change of window, padding, constants or averaging region: sigma 1.4 instead
     # of 1.5 moves it by 4e-4, averaging only the valid interior (no reflected border) by 7e-3.
-    assert got == pytest.approx(_direct_ssim(y, x), abs=1e-9)
+    assert got == pytest.approx(_direct_ssim(y, x, size, sigma), abs=1e-9)
     assert got < 0.99
 
 

@@ -37,6 +37,24 @@ def grid() -> OccupancyGrid:
     return grid
 
 
+def test_a_faint_region_beside_a_dense_one_is_kept(grid) -> None:
+    # The guarantee, on a field whose mean (~48, from the dense sphere) is far above
+    # the threshold: a slab just twice as dense as the threshold must still be marched.
+    faint = 2 * grid.sigma_threshold
+
+    def density(points: torch.Tensor) -> torch.Tensor:
+        return sphere_density(points) + (points[:, 0] < -0.6).float() * faint
+
+    grid.update(density, generator=torch.Generator().manual_seed(1))
+    assert float(grid_mean(grid.density)) > 100 * grid.sigma_threshold
+    unit = torch.rand(5000, 3, generator=torch.Generator().manual_seed(2))
+    slab = unit * torch.tensor([0.399, 2.0, 2.0]) - 1  # x in [-1, -0.6), y and z in [-1, 1)
+    assert torch.all(density(slab) > grid.sigma_threshold)
+    assert grid.is_occupied(slab).all()
+    # Empty space (x > 0.6, away from the sphere) stays skipped.
+    assert not grid.is_occupied(torch.tensor([[0.95, 0.95, 0.95], [0.95, -0.95, -0.95]])).any()
+
+
 def test_new_grid_is_all_occupied() -> None:
     grid = OccupancyGrid(resolution=4, bound=BOUND, threshold=0.01, steps_per_diagonal=16)
     assert grid.occupied.all()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import SHARED_DATA
 
-from nerf.rays import Rays, camera_directions, image_rays, project, rays_from_pixels
+from nerf.rays import Rays, camera_directions, focal_from_angle, image_rays, project, rays_from_pixels
 
 
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> torch.Tensor:
@@ -48,6 +48,16 @@ def test_pixel_centres_centre_and_corners() -> None:
     assert torch.allclose(dirs[:, 1:, 0] - dirs[:, :-1, 0], torch.full((h, w - 1), 1 / f))
     assert torch.allclose(dirs[1:, :, 1] - dirs[:-1, :, 1], torch.full((h - 1, w), -1 / f))
     assert torch.all(dirs[..., 2] == -1.0)
+
+
+def test_focal_from_the_horizontal_field_of_view() -> None:
+    # Half the width over the tangent of half the angle: a 90-degree camera has its edge
+    # columns at 45 degrees, so focal = width / 2.
+    assert focal_from_angle(math.pi / 2, 800) == pytest.approx(400.0)
+    assert focal_from_angle(2 * math.atan(0.5), 100) == pytest.approx(100.0)
+    # The image's edge (half the width off the axis) is then half the field of view off it.
+    angle = 0.6911112070083618  # the Blender lego's camera_angle_x
+    assert math.atan(32 / focal_from_angle(angle, 64)) == pytest.approx(angle / 2)
 
 
 def test_even_size_has_no_pixel_on_the_axis_but_is_symmetric() -> None:

@@ -109,6 +109,14 @@ def test_sample_pdf_concentrates_where_the_weights_are() -> None:
     assert abs(int((t < 1.0).sum()) - 300) <= 1
 
 
+def test_sample_pdf_of_all_zero_weights_spreads_evenly() -> None:
+    # A ray through empty space (every coarse weight 0) must still get finite, evenly spread
+    # samples, not the 0/0 of an unnormalisable pdf.
+    t = sample_pdf(EDGES, torch.zeros(1, 4), 9, randomized=False)
+    assert torch.isfinite(t).all()
+    assert torch.allclose(t[0], 4.0 * torch.linspace(0, 1, 11)[1:-1], atol=1e-5)
+
+
 def test_sample_pdf_seeded_and_deterministic() -> None:
     weights = torch.rand(3, 4, generator=torch.Generator().manual_seed(2))
     edges = EDGES.expand(3, 5)
@@ -152,3 +160,12 @@ def test_ray_box_hand_cases() -> None:
     # The entry point lies on the cube's surface.
     hit = origins[0] + t_enter[0] * directions[0]
     assert hit.tolist() == pytest.approx([0.0, 0.0, 1.0])
+
+
+def test_ray_box_on_a_face_and_parallel_to_it_is_finite() -> None:
+    # Zero direction components on the plane of a face: (bound - x) / 0 would be 0/0 (NaN).
+    # The ray grazes the face; either answer is fine, as long as it is a number.
+    origins = torch.tensor([[1.0, 0.0, 5.0], [0.0, -1.0, 5.0]])
+    directions = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, -1.0]])
+    t_enter, t_exit = ray_box(origins, directions, 1.0)
+    assert torch.isfinite(t_enter).all() and torch.isfinite(t_exit).all()
