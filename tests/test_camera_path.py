@@ -48,10 +48,13 @@ def test_orbit_circles_the_centre_at_radius_and_elevation() -> None:
         _projects_to_centre(pose.astype(np.float64), center)
 
 
-def test_spiral_swings_elevation_by_the_amplitude() -> None:
-    poses = orbit(40, 3.0, 20.0, np.zeros(3), amplitude=10.0)
+@pytest.mark.parametrize("turns", [1.0, 2.0])
+def test_spiral_swings_elevation_by_the_amplitude(turns: float) -> None:
+    poses = orbit(40, 3.0, 20.0, np.zeros(3), amplitude=10.0, turns=turns)
     elevation = np.degrees(np.arcsin(poses[:, 2, 3] / 3.0))
     assert elevation.max() == pytest.approx(30.0, abs=0.1) and elevation.min() == pytest.approx(10.0, abs=0.1)
+    # One swing up and down over the whole path, however many turns it makes.
+    assert np.allclose(elevation, 20.0 + 10.0 * np.sin(2 * np.pi * np.arange(40) / 40), atol=1e-3)
 
 
 def test_look_target_recovers_the_point_cameras_look_at() -> None:
@@ -75,6 +78,14 @@ def test_video_path_defaults_to_the_cameras_distance() -> None:
     assert np.allclose(np.linalg.norm(path[:, :3, 3] - [0.1, 0.2, 0.0], axis=-1), 4.0, atol=1e-4)
     same_height = video_path("orbit", 6, 2.0, 10.0, 5.0, 1.0, around, 3.0)  # orbit ignores the amplitude
     assert np.allclose(same_height[:, 2, 3], 2.0 * math.sin(math.radians(10.0)), atol=1e-5)
+
+
+def test_video_path_radius_is_the_cameras_mean_distance() -> None:
+    # Two cameras looking at the origin from 2 and from 4 away: the orbit runs at 3.
+    around = np.stack([look_at(np.array([2.0, 0.0, 0.0]), np.zeros(3)),
+                       look_at(np.array([0.0, 4.0, 0.0]), np.zeros(3))])
+    path = video_path("orbit", 5, None, 0.0, 0.0, 1.0, around, 1.0)
+    assert np.allclose(np.linalg.norm(path[:, :3, 3], axis=-1), 3.0, atol=1e-5)
 
 
 def test_video_path_around_one_camera_circles_the_point_it_looks_at() -> None:
@@ -108,6 +119,8 @@ def test_read_poses_blender_convention(tmp_path) -> None:
     ('{"frames": [{"file_path": "a"}]}', "frames[0]: expected transform_matrix"),
     ('{"frames": [{"transform_matrix": [[0,0,0,0],[0,0,0,0],[0,0,0,0],[0,0,0,1]]}]}', "singular rotation"),
     ('{"camera_angle_x": 4, "frames": [{"transform_matrix": [[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]}]}',
+     "camera_angle_x must be an angle"),
+    ('{"camera_angle_x": 0, "frames": [{"transform_matrix": [[1,0,0,0],[0,1,0,0],[0,0,1,0],[0,0,0,1]]}]}',
      "camera_angle_x must be an angle"),
 ])
 def test_read_poses_names_the_file_and_what_is_wrong(tmp_path, content, message) -> None:

@@ -137,6 +137,7 @@ def _first(meta: dict) -> dict:
 BAD_TRANSFORMS = {
     "angle_too_wide": (lambda m: m.update(camera_angle_x=4.0),
                        r"camera_angle_x must be an angle in \(0, pi\) radians, got 4\.0"),
+    "angle_zero": (lambda m: m.update(camera_angle_x=0), r"camera_angle_x must be an angle .* got 0$"),
     "angle_bool": (lambda m: m.update(camera_angle_x=True), r"camera_angle_x must be an angle .* got True"),
     "frames_not_list": (lambda m: m.update(frames={"r_0": {}}), r"expected a list of frames"),
     "no_file_path": (lambda m: m["frames"][1].pop("file_path"), r"frames\[1\]: expected a file_path string"),

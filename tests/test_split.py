@@ -130,6 +130,11 @@ def test_resize_scales_focal():
     parts, manifest = split_scene(make_scene(h=8, w=12), SplitConfig(image_size=3))
     assert all((v.width, v.height, v.focal) == (3, 2, 5.0 / 4) for v in parts.values())
     assert manifest["image_size"] == {"width": 3, "height": 2} and manifest["focal"] == 1.25
+    # Where the height rounds (6 * 5/8 = 3.75 -> 4), the focal still follows the width, which
+    # resizes exactly: pixels are square in the source, and 5/8 of them span the same angle.
+    parts, _ = split_scene(make_scene(h=6, w=8), SplitConfig(image_size=5))
+    assert all((v.width, v.height) == (5, 4) for v in parts.values())
+    assert all(v.focal == pytest.approx(5.0 * 5 / 8) for v in parts.values())
 
 
 @pytest.mark.parametrize(("background", "expected"), [
