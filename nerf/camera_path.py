@@ -16,7 +16,7 @@ import numpy as np
 
 from nerf.errors import DataError
 from nerf.rays import focal_from_angle
-from nerf.scene import pose_from_json
+from nerf.scene import camera_angle, pose_from_json
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> np.ndarray:
@@ -120,9 +120,7 @@ def read_poses(path: str | Path) -> PoseFile:
         raise DataError(f'{path}: expected {{"frames": [{{"transform_matrix": 4x4}}, ...]}} '
                         "with at least one frame")
     angle = meta.get("camera_angle_x")
-    if angle is not None and (isinstance(angle, bool) or not isinstance(angle, (int, float))
-                              or not 0 < angle < math.pi):
-        raise DataError(f"{path}: camera_angle_x must be an angle in (0, pi) radians, got {angle!r}")
+    angle = None if angle is None else camera_angle(angle, path)
     poses, names = [], []
     for i, frame in enumerate(frames):
         where = f"{path}: frames[{i}]"

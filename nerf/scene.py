@@ -121,11 +121,7 @@ def _read_transforms(path: Path) -> tuple[float, list[tuple[str, np.ndarray]]]:
         raise DataError(f"{path}: malformed JSON ({err})") from None
     if not isinstance(meta, dict) or "camera_angle_x" not in meta:
         raise DataError(f"{path}: missing camera_angle_x; expected a Blender transforms file")
-    angle = meta["camera_angle_x"]
-    if isinstance(angle, bool) or not isinstance(angle, (int, float)) or not 0 < angle < math.pi:
-        raise DataError(
-            f"{path}: camera_angle_x must be an angle in (0, pi) radians, got {angle!r}"
-        )
+    angle = camera_angle(meta["camera_angle_x"], path)
     frames = meta.get("frames")
     if not isinstance(frames, list):
         raise DataError(f"{path}: expected a list of frames")
@@ -141,7 +137,14 @@ def _read_transforms(path: Path) -> tuple[float, list[tuple[str, np.ndarray]]]:
         if rel.suffix.lower() != ".png":
             rel = rel.with_name(rel.name + ".png")
         out.append((str(rel), pose_from_json(frame.get("transform_matrix"), where)))
-    return float(angle), out
+    return angle, out
+
+
+def camera_angle(value: object, where: object) -> float:
+    """A transforms file's ``camera_angle_x``: a number of radians in (0, pi)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.pi:
+        raise DataError(f"{where}: camera_angle_x must be an angle in (0, pi) radians, got {value!r}")
+    return float(value)
 
 
 def pose_from_json(matrix: object, where: str) -> np.ndarray:
