@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import numpy as np
 import pytest
 import torch
 from test_rays import look_at
@@ -135,3 +137,78 @@ def test_fast_model_upkeep_updates_grid_and_batch_size() -> None:
 def test_seed_model_trains_on_whole_images_and_nerf_on_batches() -> None:
     assert tiny_model("seed").rays_per_batch() is None
     assert tiny_model("nerf").rays_per_batch() == 32
+
+
+class ConstantField(torch.nn.Module):
+    """A medium of one density and colour everywhere, which keeps the points it was asked
+    about: volume rendering through it has closed forms."""
+
+    def __init__(self, sigma: float, rgb: tuple[float, float, float] = (1.0, 0.0, 0.0)) -> None:
+        super().__init__()
+        self.sigma, self.rgb = sigma, torch.tensor(rgb)
+        self.calls: list[torch.Tensor] = []
+
+    def density(self, points: torch.Tensor) -> torch.Tensor:
+        return torch.full(points.shape[:1], self.sigma)
+
+    def forward(self, points, directions, ray_indices=None) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls.append(points.detach().clone())
+        return self.rgb.expand(points.shape[0], 3), self.density(points)
+
+
+@pytest.mark.parametrize("kind", ["seed", "nerf"])
+@pytest.mark.parametrize("length", [1.0, 2.0])
+def test_dense_kinds_integrate_density_over_world_distance(kind, length) -> None:
+    # Ray depths t are in units of the ray's direction (camera rays have z = -1, not unit
+    # length); density is per world unit, so the optical depth from the first sample to far is
+    # sigma * |d| * (far - t_0).
+    model = tiny_model(kind)
+    fields = ["field"] if kind == "seed" else ["coarse", "fine"]
+    for name in fields:
+        setattr(model, name, ConstantField(0.1))
+    rays = Rays(torch.tensor([[0.0, 0.0, 4.0]]), torch.tensor([[0.0, 0.0, -length]]))
+    out = model.render_rays(rays, randomized=False)
+    first = NEAR + (FAR - NEAR) / 8 / 2  # the first of 8 bins' centres
+    opacity = 1 - math.exp(-0.1 * length * (FAR - first))
+    assert float(out.opacity[0]) == pytest.approx(opacity, rel=1e-5)
+    expected_rgb = opacity * torch.tensor([1.0, 0.0, 0.0]) + (1 - opacity) * BACKGROUND
+    torch.testing.assert_close(out.rgb[0], expected_rgb, rtol=1e-5, atol=1e-6)
+
+
+def test_nerf_fine_pass_sees_the_coarse_and_fine_depths_in_order() -> None:
+    model = tiny_model("nerf")
+    model.coarse, model.fine = ConstantField(0.5), ConstantField(0.5)
+    rays = Rays(torch.tensor([[0.0, 0.0, 4.0], [0.3, 0.1, 4.0]]),
+                torch.tensor([[0.0, 0.0, -1.0], [0.1, 0.0, -1.0]]))
+    model.render_rays(rays, randomized=True, generator=torch.Generator().manual_seed(0))
+    coarse = model.coarse.calls[-1].reshape(2, 8, 3)
+    fine = model.fine.calls[-1].reshape(2, 16, 3)
+    depth = lambda points: (rays.origins[:, None, 2] - points[..., 2])  # t, as the directions' z is -1
+    assert torch.all(depth(fine)[:, 1:] >= depth(fine)[:, :-1])  # intervals need sorted depths
+    for ray in range(2):  # every coarse depth is among the fine pass's
+        assert all(torch.isclose(depth(fine)[ray], t).any() for t in depth(coarse)[ray])
+
+
+@pytest.mark.parametrize("length", [1.0, 2.0])
+def test_fast_depth_and_opacity_of_a_dense_medium(length) -> None:
+    # March steps of dt (ray units) from t_0 = near, each read at its midpoint: a medium of
+    # density sigma gives weights T_i (1 - q), q = exp(-sigma |d| dt), T_i = q^i, and depth
+    # sum_i w_i (t_0 + (i + 1/2) dt) = t_0 + dt / 2 + dt q / (1 - q) once the ray is opaque.
+    model = tiny_model("fast")
+    model.field = ConstantField(40.0)
+    rays = Rays(torch.tensor([[0.0, 0.0, 2.0 * length]]), torch.tensor([[0.0, 0.0, -length]]))
+    out = model.render_rays(rays, randomized=False)
+    dt = model.occupancy.step_size / length
+    q = math.exp(-40.0 * length * dt)
+    assert float(out.opacity[0]) == pytest.approx(1.0, abs=1e-6)
+    assert float(out.depth[0]) == pytest.approx(NEAR + dt / 2 + dt * q / (1 - q), rel=1e-5)
+
+
+def test_fast_batch_size_stays_within_its_bounds_and_the_grid_waits_for_training() -> None:
+    model = tiny_model("fast")
+    model.before_step(0, torch.Generator().manual_seed(0))  # step 0: the field is untrained
+    assert torch.all(model.occupancy.density == -1.0) and model.occupancy.occupied.all()
+    model._samples_per_ray = np.float32(1e6)  # samples_per_batch / 1e6 rounds to 0 rays
+    assert model.rays_per_batch() == 64
+    model._samples_per_ray = np.float32(0.5)  # 4096 rays, over max_rays_per_batch
+    assert model.rays_per_batch() == 256
