@@ -282,11 +282,13 @@ class _Loop:
         }
 
     def load_state(self, state: dict) -> None:
+        """Continues from ``state`` (as :meth:`state` made it), which stays as it was: the
+        optimizer would otherwise keep its moment tensors and update them in place."""
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.generator.set_state(state["generator"])
         self.step, self.seconds = int(state["step"]), float(state["seconds"])
-        self.loss_sum = state["loss_sum"].to(self.device)
+        self.loss_sum = state["loss_sum"].to(self.device, copy=True)
         self.loss_count, self.last_loss = int(state["loss_count"]), float(state["last_loss"])
         self.val_psnr = state["val_psnr"]
 

@@ -328,8 +328,11 @@ def test_resuming_a_checkpointed_state_is_bit_identical_to_an_uninterrupted_run(
     # log every 3 steps so that the state carries a part-summed loss (15 is not a log step).
     config = dataclasses.replace(train_config(21), log_every=3, checkpoint_every=5)
     model, _ = fast_model(0)
-    full = train(model, crops, None, config, CPU, progress=False)
+    full_saved: list[dict] = []
+    full = train(model, crops, None, config, CPU, progress=False, on_checkpoint=full_saved.append)
     expected = {k: v.clone() for k, v in model.state_dict().items()}
+    # The finished run checkpoints its last step too (21), so a rerun finds nothing to train.
+    assert [s["step"] for s in full_saved] == [5, 10, 15, 20, 21]
 
     saved: list[dict] = []
     model, _ = fast_model(0)
@@ -348,6 +351,15 @@ def test_resuming_a_checkpointed_state_is_bit_identical_to_an_uninterrupted_run(
     assert resumed.steps == 21 and resumed.loss == full.loss
     assert all(torch.equal(model.state_dict()[k], expected[k]) for k in expected)
     assert resumed.seconds > float(state["seconds"])  # time carries over
+    # The part-summed loss carries over too: the first log after the resume (step 12) averages
+    # steps 10, 11 and 12, as the uninterrupted run's does.
+    model, _ = fast_model(0)
+    at_12 = train(model, crops, None, config, CPU, progress=False, on_step=lambda step, seconds: step == 12)
+    model, _ = fast_model(7)
+    # (From the same state object: a resume leaves the state it was given unchanged.)
+    resumed_to_12 = train(model, crops, None, config, CPU, progress=False, resume=state,
+                          on_step=lambda step, seconds: step == 12)
+    assert resumed_to_12.steps == 12 and resumed_to_12.loss == at_12.loss
 
     # The comparison is sensitive: a resume that loses the random stream diverges.
     model, _ = fast_model(0)
@@ -399,6 +411,26 @@ def test_a_time_budget_stops_training_and_decays_the_rate_over_it(crops, tmp_pat
     assert all(a > b for a, b in itertools.pairwise(rates))
     assert rates[-1] < FAST.lr * (FAST.lr_final / FAST.lr) ** 0.8
     assert math.isfinite(summary.loss)
+
+
+def test_a_state_that_spent_the_budget_trains_no_further(crops) -> None:
+    config = dataclasses.replace(train_config(steps=50), time_budget=1.0, checkpoint_every=5)
+    model, _ = fast_model()
+    saved: list[dict] = []
+    train(model, crops, None, config, CPU, progress=False, on_checkpoint=saved.append,
+          on_step=lambda step, seconds: step == 5)
+    spent = dict(saved[-1], seconds=1.5)  # as if those 5 steps had taken 1.5 s
+    model, _ = fast_model()
+    summary = train(model, crops, None, config, CPU, progress=False, resume=spent)
+    assert summary.steps == 5 and summary.seconds == 1.5
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in spent["model"].items())
+
+
+def test_an_empty_validation_split_trains_without_validating(crops) -> None:
+    # split.val_views: 0 gives validation Views of no views.
+    model, _ = fast_model()
+    summary = train(model, crops, crops.subset([]), train_config(3), CPU, progress=False)
+    assert summary.steps == 3 and summary.val_psnr is None
 
 
 def _logged_rates(crops, folder, lr: float | None) -> list[float]:
