@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+import sys
+
+import pytest
 import torch
 
 from nerf import resume
@@ -102,3 +106,30 @@ def test_log_files_round_trip(tmp_path) -> None:
     resume.restore_files(restored.logs, target)
     assert resume.snapshot_files(target) == files
     assert (target / "plots/images/val/3.png").read_bytes() == png
+
+
+def test_the_code_digest_follows_the_modules_bytes(tmp_path, monkeypatch) -> None:
+    package = tmp_path / "somepkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("X = 1\n")
+    (package / "part.py").write_text("Y = 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import somepkg.part  # noqa: F401
+
+    try:
+        before = resume.code_digest("somepkg")
+        (package / "part.py").write_text("Y = 3\n")  # an edit, names unchanged
+        assert resume.code_digest("somepkg") != before
+    finally:
+        for name in ("somepkg", "somepkg.part"):
+            sys.modules.pop(name, None)
+
+
+def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path) -> None:
+    path = tmp_path / "last.pt"
+    resume.save(path, _state(5), {"a": "1"}, {})
+    before = path.read_bytes()
+    with pytest.raises((AttributeError, pickle.PicklingError)):  # what pickling a lambda raises
+        resume.save(path, {**_state(10), "unpicklable": lambda: None}, {"a": "1"}, {})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left
