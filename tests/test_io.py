@@ -133,3 +133,19 @@ def test_an_output_a_kill_left_set_aside_is_put_back(tmp_path) -> None:
         raise RuntimeError("this run fails too")
     assert (tmp_path / "out/a.txt").read_text() == "previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_outputs_get_the_modes_of_ordinary_files_and_folders(tmp_path, mask) -> None:
+    # The temporaries are created owner-only; the outputs must end up as open() and mkdir()
+    # would have made them under the umask (other users and DVC's cache read them).
+    old = os.umask(mask)
+    try:
+        with atomic_file(tmp_path / "model.pt") as tmp:
+            tmp.write_bytes(b"x")
+        with atomic_dir(tmp_path / "renders") as tmp:
+            (tmp / "a.png").write_bytes(b"y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.pt").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "renders").stat().st_mode & 0o777 == 0o777 & ~mask
