@@ -85,6 +85,11 @@ def test_round_trip_of_defaults(tmp_path):
         (lambda p: p.update(train=[1, 2]), "train", "a mapping, got [1, 2]"),
         (lambda p: p["video"].update(path="spiral", elevation=80.0, amplitude=15.0),
          "video.amplitude", "leaves (-89, 89) degrees"),
+        (lambda p: p["video"].update(path="spiral", elevation=-80.0, amplitude=15.0),
+         "video.amplitude", "leaves (-89, 89) degrees"),
+        (lambda p: p["train"].update(steps=True), "train.steps", "an integer"),
+        (lambda p: p["data"].update(sha256="z" * 64), "data.sha256", "64 hexadecimal"),
+        (lambda p: p["data"].update(near=-1.0), "data.near", ">= 0"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, edit, key, expected):
@@ -92,6 +97,7 @@ def test_bad_values_name_the_key(tmp_path, edit, key, expected):
     with pytest.raises(ConfigError) as err:
         load_params(path)
     message = str(err.value)
+    assert message.startswith(f"{path}: ")  # the file, then the key
     assert key in message and expected in message
     assert "\n" not in message
 
