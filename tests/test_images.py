@@ -9,7 +9,16 @@ import pytest
 from PIL import Image
 
 from nerf.errors import DataError
-from nerf.images import colorize, downscale, read_png, side_by_side, to_uint8, view_filename, write_png
+from nerf.images import (
+    colorize,
+    depth_image,
+    downscale,
+    read_png,
+    side_by_side,
+    to_uint8,
+    view_filename,
+    write_png,
+)
 
 
 def test_view_filename() -> None:
@@ -103,3 +112,27 @@ def test_downscale_averages_whole_blocks_and_drops_the_remainder() -> None:
     assert downscale(image, 1) is image
     with pytest.raises(ValueError, match="factor"):
         downscale(image, 0)
+
+
+def test_a_16_bit_grey_png_reads_to_its_fraction_of_full_scale(tmp_path: Path) -> None:
+    values = np.array([[0, 16384, 65535]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "grey16.png")  # mode I;16
+    image = read_png(tmp_path / "grey16.png")
+    assert image.shape == (1, 3, 3)
+    np.testing.assert_allclose(image[0, :, 0], values[0] / 65535, atol=1e-6)
+
+
+def test_colorize_nan_and_degenerate_ranges() -> None:
+    import matplotlib
+
+    out = colorize(np.array([[np.nan, 6.0]]), 2.0, 6.0, "viridis")
+    np.testing.assert_allclose(out[0, 0], matplotlib.colormaps["viridis"](0.0)[:3], atol=1e-6)  # NaN: lo
+    with pytest.raises(ValueError):
+        colorize(np.zeros((1, 1)), 2.0, 2.0)
+
+
+def test_depth_image_shows_empty_pixels_as_far() -> None:
+    depth, opacity = np.array([[0.0, 3.0]]), np.array([[0.0, 1.0]])  # nothing hit | a surface at 3
+    out = depth_image(depth, opacity, 2.0, 6.0)
+    np.testing.assert_allclose(out[0, 0], colorize(np.array([[6.0]]), 2.0, 6.0)[0, 0])
+    np.testing.assert_allclose(out[0, 1], colorize(np.array([[3.0]]), 2.0, 6.0)[0, 0])

@@ -29,6 +29,9 @@ def test_video_frame_is_colour_gap_depth_padded_to_even_size() -> None:
     assert (frame[5] == 255).all() and (frame[:, 17] == 255).all()
     with pytest.raises(ValueError, match="two"):
         video_frame(rgb, depth[:4])
+    # Odd height, even width (6 + 4 + 6): only the height is padded.
+    frame = video_frame(rgb[:, :6], depth[:, :6], gap=4)
+    assert frame.shape == (6, 16, 3) and (frame[5] == 255).all() and (frame[:5, :6] == 0).all()
 
 
 def test_mp4_and_gif_hold_every_frame(tmp_path) -> None:
@@ -47,3 +50,6 @@ def test_mp4_and_gif_hold_every_frame(tmp_path) -> None:
     assert gif.shape[:3] == (6, 24, 44)
     assert np.abs(gif[..., :3].astype(float) - np.stack(frames)).max() <= 8  # palette rounding
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.gif", "v.mp4"]  # no temporaries left
+    # The GIF plays at the requested rate (its frame delay in ms) and loops forever.
+    meta = iio.immeta(tmp_path / "v.gif")
+    assert meta["duration"] == pytest.approx(1000 / 12, abs=10) and meta["loop"] == 0
