@@ -53,11 +53,15 @@ def fetch(url: str, folder: str | Path, sha256: str, timeout: float = 30.0) -> P
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as f:
             total = int(response.headers.get("Content-Length") or 0) or None
+            received = 0
             with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=None) as bar:
                 while chunk := response.read(_CHUNK):
                     f.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
+                    received += len(chunk)
+            if total is not None and received < total:  # read(n) ends short instead of raising
+                raise ConnectionError(f"the connection closed after {received} of {total} bytes")
     except urllib.error.HTTPError as err:
         part.unlink(missing_ok=True)
         raise DataError(f"{url}: download failed: HTTP {err.code} {err.reason}") from None

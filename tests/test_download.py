@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import threading
 import zipfile
 from pathlib import Path
 
@@ -71,9 +72,11 @@ def test_local_blender_folder(tmp_path, make_blender, monkeypatch):
 
 def test_url_npz(http_server, tmp_path):
     www, base = http_server
-    source = write_npz(www / "tiny.npz")
-    info = download(DataConfig(source=f"{base}/tiny.npz", sha256=sha256(source)), tmp_path / "raw")
+    source = write_npz(www / "tiny.npz")  # 4 views of 6x8
+    # A checksum pasted in capitals is the same checksum.
+    info = download(DataConfig(source=f"{base}/tiny.npz", sha256=sha256(source).upper()), tmp_path / "raw")
     assert info["sha256"] == sha256(source) and info["views"] == 4
+    assert (info["width"], info["height"]) == (8, 6)
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["scene.npz", "source.json"]
     assert (tmp_path / "raw" / "scene.npz").read_bytes() == source.read_bytes()
 
@@ -150,6 +153,36 @@ def test_url_unreachable(old_raw):
     with pytest.raises(DataError, match=f"{url}: download failed: .*refused"):
         download(DataConfig(source=url, sha256="0" * 64), old_raw)
     assert_untouched(old_raw)
+
+
+@pytest.mark.parametrize(("then", "error"), [("stall", "timed out"),
+                                             ("close", "the connection closed after 10 of 1000 bytes")])
+def test_a_download_cut_off_mid_file_is_a_clear_error(tmp_path, then, error):
+    # A real server on 127.0.0.1 that promises 1000 bytes, sends 10, then stalls or hangs up.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    release = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+            if then == "stall":
+                release.wait(10)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/scene.npz"
+    try:
+        with pytest.raises(DataError, match=f"{url}: download failed: .*{error}"):
+            fetch(url, tmp_path / "dl", "0" * 64, timeout=0.5)
+    finally:
+        release.set()
+        thread.join(5)
+        server.close()
+    assert list((tmp_path / "dl").iterdir()) == []  # the partial file is gone
 
 
 def test_url_404(http_server, old_raw):
@@ -233,6 +266,12 @@ def test_other_url_schemes_and_folder_checksums_are_refused(tmp_path, old_raw, m
     with pytest.raises(ConfigError, match=r"data.sha256 is set, but data.source .*lego is a folder"):
         download(DataConfig(source=str(folder), sha256="0" * 64), old_raw)
     assert_untouched(old_raw)
+
+
+def test_local_checksum_in_capitals_matches(tmp_path):
+    source = shared_path("tiny_lego.npz")
+    info = download(DataConfig(source=str(source), sha256=sha256(source).upper()), tmp_path / "raw")
+    assert info["sha256"] == sha256(source)
 
 
 def test_local_checksum_mismatch(old_raw):
