@@ -142,3 +142,26 @@ def test_perfect_renders_give_inf_psnr_as_valid_json(workdir: Path) -> None:
     summary = json.loads((workdir / "metrics/eval.json").read_text())
     assert summary["psnr"] == "inf" and math.isinf(float(summary["psnr"]))
     assert summary["ssim"] == pytest.approx(1.0)
+
+
+def _views(n: int, side: int) -> Views:
+    rng = np.random.default_rng(0)
+    images = rng.random((n, side, side, 3), dtype=np.float32)
+    poses = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
+    return Views(images, poses, 10.0, tuple(f"v{i}" for i in range(n)), np.zeros(3, np.float32))
+
+
+def test_evaluate_takes_the_smallest_views_the_ssim_window_fits_and_refuses_the_rest() -> None:
+    from nerf.config import EvalConfig
+    from nerf.errors import DataError
+    from nerf.evaluation import evaluate
+
+    config = EvalConfig()  # an 11-pixel window: 6 pixels a side are the fewest it fits
+    views = _views(2, config.min_image_side)
+    result = evaluate(views.images * 0.9, views, config)
+    assert result.psnr.shape == result.ssim.shape == (2,) and np.isfinite(result.psnr).all()
+    small = _views(2, config.min_image_side - 1)
+    with pytest.raises(DataError, match="5x5 test images are too small for a 11-pixel SSIM window"):
+        evaluate(small.images, small, config)
+    with pytest.raises(DataError, match="no test views to evaluate"):
+        evaluate(np.zeros((0, 6, 6, 3), np.float32), views.subset([]), config)

@@ -194,6 +194,16 @@ def test_a_damaged_split_file_is_named_not_a_traceback(tmp_path, keep):
         load_views(tmp_path / "v.npz")
 
 
+def test_a_missing_or_foreign_split_file_says_what_to_run_or_what_is_missing(tmp_path):
+    with pytest.raises(DataError, match=r"train\.npz: file not found; run the split stage first"):
+        load_views(tmp_path / "train.npz")
+    views = split_scene(make_scene(), SplitConfig())[0]["train"]
+    np.savez(tmp_path / "other.npz", images=views.images, poses=views.poses, focal=views.focal,
+             names=np.array(views.names))  # no background: not written by the split stage
+    with pytest.raises(DataError, match=r"other\.npz: missing arrays \['background'\]; not a split file"):
+        load_views(tmp_path / "other.npz")
+
+
 def test_rgb_source_keeps_black(capsys):
     scene = make_scene()
     parts, manifest = split_scene(scene, SplitConfig(background="white", val_views=0))
