@@ -32,6 +32,12 @@ def _dvc() -> str:
     return found
 
 
+def _rows(table: str) -> str:
+    """A markdown table from dvc, or "" where it has no rows (dvc prints the header alone)."""
+    table = table.strip()
+    return table if len(table.splitlines()) >= 3 else ""
+
+
 def _run(cmd: list[str], cwd: Path, what: str) -> str:
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -97,10 +103,8 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
     new_name = new or "workspace"
     dvc = _dvc()
 
-    metrics = _run([dvc, "metrics", "diff", *revs, "--md", "--all"], root, "dvc metrics diff").strip()
-    params = _run([dvc, "params", "diff", *revs, "--md"], root, "dvc params diff").strip()
-    if len(params.splitlines()) < 3:  # no rows: only the table's header, or nothing
-        params = ""
+    metrics = _rows(_run([dvc, "metrics", "diff", *revs, "--md", "--all"], root, "dvc metrics diff"))
+    params = _rows(_run([dvc, "params", "diff", *revs, "--md"], root, "dvc params diff"))
     with atomic_dir(out.parent / "plots") as tmp:
         _run([dvc, "plots", "diff", *revs, "-o", str(tmp)], root, "dvc plots diff")
     plots = out.parent / "plots"

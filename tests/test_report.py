@@ -93,10 +93,14 @@ def table_links(markdown: str) -> list[str]:
 
 
 def test_report_between_two_commits(project, tmp_path):
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "stale.png").write_bytes(b"an earlier report's")
     out = build_report("HEAD~1", "HEAD", tmp_path / "review.md", repo=project)
     text = out.read_text()
     metrics = text.split("## Metrics")[1].split("## Params")[0]
     assert "metrics/eval.json" in metrics and "20.5" in metrics and "21.5" in metrics
+    assert "ssim" in metrics  # unchanged metrics are shown too (0.9 at both)
+    assert not (tmp_path / "plots" / "stale.png").exists()  # plots/ is replaced whole
     params = text.split("## Params")[1].split("## Plots")[0]
     assert "train.steps" in params and "100" in params and "300" in params
     assert "train.lr" not in params  # unchanged params are left out
@@ -126,6 +130,17 @@ def test_report_against_the_workspace(project, tmp_path):
     assert links == [f"plots/static/workspace_renders_compare_00{v}_view_00{v}.png" for v in range(2)]
     with Image.open(out.parent / links[1]) as image:  # the workspace's images
         assert image.getpixel((0, 0)) == (500 % 256, 1, 0)
+
+
+def test_a_project_with_nothing_to_compare_says_so(tmp_path):
+    repo = tmp_path / "empty"
+    repo.mkdir()
+    run("git", "init", "-q", cwd=repo)
+    run(str(BIN / "dvc"), "init", "-q", cwd=repo)
+    run("git", "commit", "-qm", "init", cwd=repo)
+    text = build_report("HEAD", None, tmp_path / "review.md", repo=repo).read_text()
+    assert "No metrics found." in text and "No param changes." in text and "No plots found." in text
+    assert "|---" not in text  # no empty tables
 
 
 def test_unknown_revision_is_a_one_line_error(project, tmp_path):
