@@ -35,6 +35,12 @@ def focal_from_angle(camera_angle_x: float, width: int) -> float:
     return 0.5 * width / math.tan(0.5 * camera_angle_x)
 
 
+def scaled_camera(height: int, width: int, focal: float, new_width: int) -> tuple[int, int, float]:
+    """(height, width, focal) of a camera's images scaled to ``new_width`` pixels across: the
+    height by the aspect ratio, rounded (at least 1); the focal by the width's exact ratio."""
+    return max(1, round(height * new_width / width)), new_width, focal * new_width / width
+
+
 def camera_directions(
     height: int, width: int, focal: float, device: torch.device | str = "cpu"
 ) -> Tensor:

@@ -12,6 +12,7 @@ import torch
 from nerf.config import SplitConfig, to_dict
 from nerf.errors import ConfigError, DataError
 from nerf.io import atomic_dir, write_json
+from nerf.rays import scaled_camera
 from nerf.scene import Scene, load_raw
 from nerf.views import Views, save_views
 
@@ -123,7 +124,7 @@ def resize(images: np.ndarray, width: int | None) -> np.ndarray:
     if width > w:
         raise ConfigError(f"split.image_size {width} exceeds the source width {w}; "
                           "only downscaling is supported")
-    height = max(1, round(h * width / w))
+    height, _, _ = scaled_camera(h, w, 1.0, width)
     rows, columns = box_weights(h, height).float(), box_weights(w, width).float()
     x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).permute(0, 3, 1, 2)  # (n, c, h, w)
     out = rows @ x @ columns.T  # (n, c, height, width)
@@ -143,7 +144,7 @@ def split_scene(scene: Scene, config: SplitConfig) -> tuple[dict[str, Views], di
     images = resize(composite(scene.images, bg), config.image_size)
     # Area averaging is linear, so the resized coverage still recomposites the resized colours.
     alpha = resize(scene.images[..., 3:], config.image_size)[..., 0].astype(np.float32) if rgba else None
-    focal = scene.focal * images.shape[2] / scene.images.shape[2]
+    _, _, focal = scaled_camera(*scene.images.shape[1:3], scene.focal, images.shape[2])
     views = Views(images.astype(np.float32), scene.poses, focal, scene.names, bg, alpha)
     parts = {part: views.subset(idx) for part, idx in zip(PARTS, indices)}
     manifest = {

@@ -23,6 +23,7 @@ from nerf.errors import run_stage
 from nerf.images import depth_image
 from nerf.io import atomic_dir
 from nerf.models import render_image
+from nerf.rays import scaled_camera
 from nerf.training import deterministic, load_checkpoint, pick_device
 from nerf.video import video_frame, write_gif, write_mp4
 from nerf.views import load_views
@@ -43,9 +44,7 @@ def main() -> None:
     model, _ = load_checkpoint(args.model, device)
     model.eval()
     views = load_views(args.test)
-    width = config.width or views.width
-    height = max(1, round(views.height * width / views.width))
-    focal = views.focal * width / views.width
+    height, width, focal = scaled_camera(views.height, views.width, views.focal, config.width or views.width)
     if args.poses is None:
         poses = video_path(config.path, config.frames, config.radius, config.elevation, config.amplitude,
                            config.turns, views.poses, (model.near + model.far) / 2)

@@ -9,7 +9,15 @@ import pytest
 import torch
 from conftest import SHARED_DATA
 
-from nerf.rays import Rays, camera_directions, focal_from_angle, image_rays, project, rays_from_pixels
+from nerf.rays import (
+    Rays,
+    camera_directions,
+    focal_from_angle,
+    image_rays,
+    project,
+    rays_from_pixels,
+    scaled_camera,
+)
 
 
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> torch.Tensor:
@@ -58,6 +66,16 @@ def test_focal_from_the_horizontal_field_of_view() -> None:
     # The image's edge (half the width off the axis) is then half the field of view off it.
     angle = 0.6911112070083618  # the Blender lego's camera_angle_x
     assert math.atan(32 / focal_from_angle(angle, 64)) == pytest.approx(angle / 2)
+
+
+def test_a_scaled_camera_keeps_the_aspect_and_the_field_of_view() -> None:
+    assert scaled_camera(100, 100, 138.9, 50) == (50, 50, pytest.approx(69.45))
+    # Non-square: 6 rows x 8 columns at 5 columns: 3.75 rows round to 4; the focal follows the
+    # width, whose ratio is exact (a video or split of a 4:3 source).
+    assert scaled_camera(6, 8, 10.0, 5) == (4, 5, pytest.approx(6.25))
+    assert scaled_camera(8, 6, 10.0, 3) == (4, 3, pytest.approx(5.0))
+    assert scaled_camera(1, 100, 10.0, 10)[0] == 1  # never zero rows
+    assert scaled_camera(6, 8, 10.0, 16) == (12, 16, pytest.approx(20.0))  # up, for a bigger video
 
 
 def test_even_size_has_no_pixel_on_the_axis_but_is_symmetric() -> None:
