@@ -125,6 +125,17 @@ def check_videos_and_novel_poses(repo: Path) -> None:
         "--poses", "cams.json", "--out", "novel", cwd=repo)
     assert sorted(p.name for p in (repo / "novel/rgb").iterdir()) == ["000_cam_0.png", "001_cam_3.png"]
     assert sorted(p.name for p in (repo / "novel").iterdir()) == ["depth", "opacity", "rgb"]
+    # The file's field of view is used: without one, test pose 0 renders as the render stage
+    # did (the test views' focal); with 0.5 rad, another image.
+    del poses["camera_angle_x"]
+    poses["frames"] = poses["frames"][:1]
+    (repo / "cams_same.json").write_text(json.dumps(poses))
+    run("python", "-m", "stages.render", "--model", "models/model.pt", "--test", "data/split/test.npz",
+        "--poses", "cams_same.json", "--out", "novel_same", cwd=repo)
+    (staged,) = (repo / "renders/rgb").glob("000_*.png")
+    same = iio.imread(repo / "novel_same/rgb/000_cam_0.png")
+    assert np.array_equal(same, iio.imread(staged))
+    assert not np.array_equal(iio.imread(repo / "novel/rgb/000_cam_0.png"), same)
     run("python", "-m", "stages.video", "--model", "models/model.pt", "--test", "data/split/test.npz",
         "--poses", "cams.json", "--out", "novel_video", cwd=repo)
     assert iio.imread(repo / "novel_video/video.gif").shape[0] == 2
@@ -278,10 +289,12 @@ def test_killed_training_resumes_to_the_same_result(repo_copy):
     assert all(torch.equal(weights_again[k], weights[k]) for k in weights)
     assert (repo_copy / "models/model.pt").read_bytes() == model_bytes  # what DVC hashes
 
-    # A changed param invalidates the checkpoint: training starts over and says why.
-    set_params(repo_copy / "params.yaml", {"train.lr": 0.005})
+    # A changed param invalidates the checkpoint: training starts over and says why. Model
+    # params shape training as much as train's do.
+    set_params(repo_copy / "params.yaml", {"train.lr": 0.005, "model.fast.grid_threshold": 0.02})
     changed = run("dvc", "repro", "train", cwd=repo_copy).stdout
     assert "starting over from step 0" in changed and "train.lr: None -> 0.005" in changed
+    assert "model.fast.grid_threshold: 0.01 -> 0.02" in changed
 
 
 def test_queued_sweep_compares_in_one_sorted_table(repo_copy):
