@@ -103,6 +103,16 @@ class TrainingRays(NamedTuple):
     background: Tensor  # (3,)
     alpha: Tensor | None  # (n_views * height * width,) coverage, for RGBA sources
 
+    def batch(self, n_rays: int | None, generator: torch.Generator) -> Tensor:
+        """Indices of one training batch: ``n_rays`` pixels drawn uniformly from every view, or
+        with ``n_rays`` None one whole view drawn uniformly (the seed's batches), image-major."""
+        per_view, device = self.pixels_per_view, self.colors.device
+        n_views = self.colors.shape[0] // per_view
+        if n_rays is None:
+            view = int(torch.randint(n_views, (1,), device=device, generator=generator))
+            return torch.arange(view * per_view, (view + 1) * per_view, device=device)
+        return torch.randint(n_views * per_view, (n_rays,), device=device, generator=generator)
+
 
 def training_rays(views: Views, device: torch.device) -> TrainingRays:
     directions = camera_directions(views.height, views.width, views.focal, device)
@@ -245,7 +255,6 @@ class _Loop:
         self.model, self.val_views, self.config = model, val_views, config
         self.device, self.live, self.chunk = device, live, chunk
         self.data = training_rays(train_views, device)
-        self.n_views = train_views.n_views
         self.lr0, self.lr_final = model.config.lr, model.config.lr_final
         if config.lr is not None:
             self.lr0, self.lr_final = config.lr, self.lr_final * config.lr / self.lr0
@@ -353,13 +362,7 @@ class _Loop:
                                          self.config.time_budget)
             group["lr"] = learning_rate(progress, self.lr0, self.lr_final)
         model.before_step(step - 1, generator)
-        n_rays = model.rays_per_batch()
-        per_view = data.pixels_per_view
-        if n_rays is None:  # one whole random image
-            view = int(torch.randint(self.n_views, (1,), device=self.device, generator=generator))
-            index = torch.arange(view * per_view, (view + 1) * per_view, device=self.device)
-        else:
-            index = torch.randint(self.n_views * per_view, (n_rays,), device=self.device, generator=generator)
+        index = data.batch(model.rays_per_batch(), generator)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.arithmetic == "bf16"):
             out = model.render_rays(data.rays[index], randomized=True, generator=generator)
         alpha = new = None

@@ -106,6 +106,22 @@ def test_training_rays_are_image_rays_with_their_colours(crops) -> None:
         assert torch.equal(data.colors[sl], torch.from_numpy(crops.images[v]).reshape(-1, 3))
 
 
+def test_batches_draw_from_every_view_and_pixel(crops) -> None:
+    data = training_rays(crops.subset([0, 1, 2]), CPU)
+    generator = torch.Generator().manual_seed(0)
+    # Whole views (the seed's batches): each an image-major block, every view drawn.
+    drawn = set()
+    for _ in range(60):
+        index = data.batch(None, generator)
+        view = int(index[0]) // data.pixels_per_view
+        assert torch.equal(index, torch.arange(view * 1024, (view + 1) * 1024))
+        drawn.add(view)
+    assert drawn == {0, 1, 2}
+    # Random pixels: every one of the 3 x 1024 reachable, the last included.
+    counts = torch.bincount(torch.cat([data.batch(4096, generator) for _ in range(20)]), minlength=3 * 1024)
+    assert counts.shape == (3 * 1024,) and bool((counts > 0).all())
+
+
 def test_fast_model_overfits_real_crops(crops) -> None:
     model, _ = fast_model()
     before = evaluate_views(model, crops, 4096, CPU)
