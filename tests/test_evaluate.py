@@ -15,7 +15,9 @@ import pytest
 import torch
 import yaml
 
-from nerf.config import Params, to_dict
+from nerf.config import EvalConfig, Params, to_dict
+from nerf.errors import DataError
+from nerf.evaluation import evaluate
 from nerf.images import read_png, view_filename, write_png
 from nerf.metrics import psnr, ssim
 from nerf.views import Views, save_views
@@ -152,10 +154,6 @@ def _views(n: int, side: int) -> Views:
 
 
 def test_evaluate_takes_the_smallest_views_the_ssim_window_fits_and_refuses_the_rest() -> None:
-    from nerf.config import EvalConfig
-    from nerf.errors import DataError
-    from nerf.evaluation import evaluate
-
     config = EvalConfig()  # an 11-pixel window: 6 pixels a side are the fewest it fits
     views = _views(2, config.min_image_side)
     result = evaluate(views.images * 0.9, views, config)
