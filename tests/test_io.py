@@ -6,12 +6,14 @@ import hashlib
 import os
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
 from nerf.errors import DataError
-from nerf.io import atomic_dir, atomic_file, save_torch, sha256_file
+from nerf.io import _temp_prefix, atomic_dir, atomic_file, save_torch, sha256_file
 
 
 def test_atomic_dir_replaces_on_success_and_keeps_the_old_on_failure(tmp_path) -> None:
@@ -98,6 +100,40 @@ def test_temporaries_of_killed_processes_are_removed_on_the_next_write(tmp_path)
     assert not stale_dir.exists() and not stale_file.exists()
     assert ours.exists() and other.exists()
     assert (tmp_path / "model.pt").read_bytes() == b"whole"
+
+
+def test_a_temporary_of_another_users_running_process_is_kept(tmp_path) -> None:
+    """Signalling another user's process is refused (PermissionError), and that process is
+    alive: its temporary must survive the clean-up before our next write, while a dead
+    process's goes. PID 1 (init) is root's; as root, the clean-up runs in a child that has
+    become the unprivileged user 65534."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = tmp_path / f".model.pt.tmp-{int(dead.stdout)}-xyz.pt"
+    theirs = tmp_path / ".model.pt.tmp-1-theirs.pt"
+    for path in (stale, theirs):
+        path.write_bytes(b"half")
+    if os.geteuid() != 0:
+        _temp_prefix(tmp_path / "model.pt")
+    else:
+        tmp_path.chmod(0o777)
+        with warnings.catch_warnings():  # fork in a threaded process: the child only removes files
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.chdir(tmp_path)  # and a relative path: 65534 cannot enter root's folders above
+                os.setgid(65534)
+                os.setuid(65534)
+                _temp_prefix(Path("model.pt"))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    assert not stale.exists()
+    assert theirs.read_bytes() == b"half"
 
 
 def test_sha256_file_matches_hashlib(tmp_path) -> None:

@@ -132,15 +132,32 @@ def test_report_against_the_workspace(project, tmp_path):
         assert image.getpixel((0, 0)) == (500 % 256, 1, 0)
 
 
-def test_a_project_with_nothing_to_compare_says_so(tmp_path):
+def empty_project(tmp_path: Path) -> Path:
+    """A git + DVC repository with one commit and no stages."""
     repo = tmp_path / "empty"
     repo.mkdir()
     run("git", "init", "-q", cwd=repo)
     run(str(BIN / "dvc"), "init", "-q", cwd=repo)
     run("git", "commit", "-qm", "init", cwd=repo)
+    return repo
+
+
+def test_a_project_with_nothing_to_compare_says_so(tmp_path):
+    repo = empty_project(tmp_path)
     text = build_report("HEAD", None, tmp_path / "review.md", repo=repo).read_text()
     assert "No metrics found." in text and "No param changes." in text and "No plots found." in text
     assert "|---" not in text  # no empty tables
+
+
+def test_the_dvc_beside_python_is_preferred_to_one_on_path(tmp_path, monkeypatch):
+    """A venv's report uses the venv's dvc, whatever an older dvc on PATH would say."""
+    repo = empty_project(tmp_path)
+    other = tmp_path / "other-bin"
+    other.mkdir()
+    (other / "dvc").write_text("#!/bin/sh\necho 'the wrong dvc' >&2\nexit 3\n")
+    (other / "dvc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{other}{os.pathsep}{os.environ.get('PATH', '')}")
+    assert "No metrics found." in build_report("HEAD", None, tmp_path / "review.md", repo=repo).read_text()
 
 
 def test_unknown_revision_is_a_one_line_error(project, tmp_path):
