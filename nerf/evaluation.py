@@ -61,7 +61,7 @@ def evaluate(renders: np.ndarray, views: Views, config: EvalConfig) -> Evaluatio
     if views.n_views == 0:
         raise DataError("no test views to evaluate")
     if min(views.height, views.width) < config.min_image_side:
-        raise DataError(f"{views.height}x{views.width} test images are too small for a "
+        raise DataError(f"{views.width}x{views.height} test images are too small for a "
                         f"{config.ssim_kernel}-pixel SSIM window")
     pred, truth = torch.from_numpy(renders), torch.from_numpy(views.images)
     return Evaluation(
@@ -108,7 +108,10 @@ def write_evaluation(result: Evaluation, metrics: Path, per_view: Path, plot: Pa
         psnr, ssim = _json_float(float(result.psnr[i]), 4), _json_float(float(result.ssim[i]), 5)
         writer.writerow([i, name, psnr, ssim])
     image = _plot_png(result)
-    with atomic_file(metrics) as json_tmp, atomic_file(per_view) as csv_tmp, atomic_file(plot) as png_tmp:
+    # Each file is written as soon as its context opens, so that an error names that file.
+    with atomic_file(metrics) as json_tmp:
         json_tmp.write_text(json_text(result.summary()))
-        csv_tmp.write_text(table.getvalue())
-        png_tmp.write_bytes(image)
+        with atomic_file(per_view) as csv_tmp:
+            csv_tmp.write_text(table.getvalue())
+            with atomic_file(plot) as png_tmp:
+                png_tmp.write_bytes(image)

@@ -117,7 +117,8 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     The body only writes the temporary file, so any OSError (a full disk, say) is reported
     as a :class:`DataError` naming ``path``; on any failure the temporary file is removed.
     Nested, several files are written first and renamed together at the end, the
-    outermost last: a failure before the renames leaves every old file in place.
+    outermost last: a failure before the renames leaves every old file in place. Write each
+    one before opening the next: an error is reported under the innermost open file's name.
     """
     path = Path(path)
     with _writing(path):
@@ -129,10 +130,21 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     try:
         with _writing(path):
             yield tmp
+            _flush_to_disk(tmp)
             os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _flush_to_disk(path: Path) -> None:
+    """fsync: after a power cut, a file system may otherwise have kept the rename onto the
+    old file but not yet the new bytes, leaving an empty model or checkpoint in its place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_torch(path: str | Path, obj: Any) -> None:

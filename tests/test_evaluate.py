@@ -6,6 +6,8 @@ import csv
 import json
 import math
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -41,13 +43,20 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run_evaluate(cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_evaluate(cwd: Path, max_file_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
+    """The stage as dvc.yaml runs it; ``max_file_bytes``: the largest file the process may
+    write (RLIMIT_FSIZE: a longer write fails with EFBIG, as a full disk fails one)."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the error, not the signal's kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     return subprocess.run(
         [sys.executable, str(ROOT / "stages/evaluate.py"), "--test", "data/split/test.npz",
          "--renders", "renders", "--metrics", "metrics/eval.json",
          "--per-view", "metrics/per_view.csv", "--plot", "metrics/per_view_psnr.png"],
         cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-        timeout=120, check=False,
+        timeout=120, check=False, preexec_fn=None if max_file_bytes is None else limit,
     )
 
 
@@ -119,6 +128,19 @@ def test_an_output_that_cannot_be_written_keeps_all_three_old_ones(workdir: Path
     assert sorted(p.name for p in metrics.iterdir()) == ["eval.json", "per_view.csv", "per_view_psnr.png"]
 
 
+def test_a_failed_write_names_the_file_being_written(workdir: Path) -> None:
+    """Files over 40 bytes cannot be written: the summary, the first written, fails, and the
+    error names it (not the plot, whose temporary file is open by then too)."""
+    metrics = workdir / "metrics"
+    metrics.mkdir()
+    (metrics / "eval.json").write_text('{"psnr": 1.0}\n')
+    result = run_evaluate(workdir, max_file_bytes=40)
+    assert result.returncode == 1
+    assert result.stderr == "error: metrics/eval.json: cannot write it (File too large)\n"
+    assert sorted(p.name for p in metrics.iterdir()) == ["eval.json"]
+    assert (metrics / "eval.json").read_text() == '{"psnr": 1.0}\n'
+
+
 def test_render_of_wrong_size_fails(workdir: Path) -> None:
     write_png(workdir / "renders/rgb" / view_filename(2, NAMES[2]), np.zeros((8, 10, 3)))
     result = run_evaluate(workdir)
@@ -146,9 +168,9 @@ def test_perfect_renders_give_inf_psnr_as_valid_json(workdir: Path) -> None:
     assert summary["ssim"] == pytest.approx(1.0)
 
 
-def _views(n: int, side: int) -> Views:
+def _views(n: int, side: int, width: int | None = None) -> Views:
     rng = np.random.default_rng(0)
-    images = rng.random((n, side, side, 3), dtype=np.float32)
+    images = rng.random((n, side, width or side, 3), dtype=np.float32)
     poses = np.tile(np.eye(4, dtype=np.float32), (n, 1, 1))
     return Views(images, poses, 10.0, tuple(f"v{i}" for i in range(n)), np.zeros(3, np.float32))
 
@@ -161,5 +183,8 @@ def test_evaluate_takes_the_smallest_views_the_ssim_window_fits_and_refuses_the_
     small = _views(2, config.min_image_side - 1)
     with pytest.raises(DataError, match="5x5 test images are too small for a 11-pixel SSIM window"):
         evaluate(small.images, small, config)
+    wide = _views(2, config.min_image_side - 1, width=40)  # width x height, as everywhere
+    with pytest.raises(DataError, match="^40x5 test images are too small"):
+        evaluate(wide.images, wide, config)
     with pytest.raises(DataError, match="no test views to evaluate"):
         evaluate(np.zeros((0, 6, 6, 3), np.float32), views.subset([]), config)
