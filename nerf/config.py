@@ -106,6 +106,13 @@ def fits_mlp_kernel(width: int) -> bool:
 MAX_FREQUENCIES = 30
 
 
+def _check_skip(kind: str, skip: int, depth: int) -> None:
+    """A skip layer the MLP has: below its depth (a larger index would be silently unused)."""
+    if skip >= depth:
+        raise ConfigError(f"model.{kind}.skip must be < model.{kind}.depth ({depth}): the index of a "
+                          f"hidden layer, or 0 for no skip connection; got {skip}")
+
+
 @dataclass(frozen=True)
 class SeedModelConfig:
     """The notebook's model: one MLP on the Fourier-encoded (position, direction) 6-vector.
@@ -117,7 +124,8 @@ class SeedModelConfig:
     frequencies: int = _range(10, ge=0, le=MAX_FREQUENCIES)
     width: int = _range(256, ge=1)
     depth: int = _range(8, ge=1)
-    # Index of the hidden layer whose input is concatenated with the encoded input again.
+    # Index of the hidden layer whose input is concatenated with the encoded input again
+    # (below depth; 0: none, layer 0 takes the encoded input alone).
     skip: int = _range(5, ge=0)
     samples: int = _range(80, ge=1)
     lr: float = _range(5e-4, gt=0.0)
@@ -130,6 +138,7 @@ class SeedModelConfig:
     mlp_kernel: Literal["auto", "torch", "triton"] = "torch"
 
     def __post_init__(self) -> None:
+        _check_skip("seed", self.skip, self.depth)
         if self.mlp_kernel == "triton" and not fits_mlp_kernel(self.width):
             raise ConfigError(f"model.seed.mlp_kernel is triton, which needs model.seed.width a power of two "
                               f"and at least 16, got {self.width}: set it to auto or torch")
@@ -151,6 +160,9 @@ class NerfModelConfig:
     rays_per_batch: int = _range(1024, ge=1)
     lr: float = _range(5e-4, gt=0.0)
     lr_final: float = _range(5e-5, gt=0.0)
+
+    def __post_init__(self) -> None:
+        _check_skip("nerf", self.skip, self.depth)
 
 
 @dataclass(frozen=True)

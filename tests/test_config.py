@@ -9,7 +9,9 @@ from conftest import REPO
 from nerf.config import (
     DataConfig,
     FastModelConfig,
+    NerfModelConfig,
     Params,
+    SeedModelConfig,
     SplitConfig,
     load_params,
     to_dict,
@@ -90,6 +92,9 @@ def test_round_trip_of_defaults(tmp_path):
         (lambda p: p["train"].update(steps=True), "train.steps", "an integer"),
         (lambda p: p["data"].update(sha256="z" * 64), "data.sha256", "64 hexadecimal"),
         (lambda p: p["data"].update(near=-1.0), "data.near", ">= 0"),
+        (lambda p: p["model"]["nerf"].update(depth=4), "model.nerf.skip",
+         "must be < model.nerf.depth (4): the index of a hidden layer, or 0 for no skip connection; got 5"),
+        (lambda p: p["model"]["seed"].update(depth=5), "model.seed.skip", "< model.seed.depth (5)"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, edit, key, expected):
@@ -120,6 +125,8 @@ def test_configs_built_in_code_are_checked_too():
     with pytest.raises(ConfigError, match="max_resolution"):
         FastModelConfig(base_resolution=64, max_resolution=32)
     assert SplitConfig().strategy == "tail"
+    assert NerfModelConfig(depth=4, skip=0).skip == 0  # no skip connection
+    assert SeedModelConfig(depth=6, skip=5).skip == 5  # the last hidden layer
 
 
 def test_ints_are_accepted_for_floats(tmp_path):
