@@ -10,8 +10,9 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # `dvc exp show` trimmed to what a sweep compares: the params that differ (and always the
 # model kind and steps), validation PSNR, test PSNR and SSIM, training seconds and steps/s;
 # best validation PSNR first (pick by it: the test views stay a fair final score).
+# Failed and queued experiments have no results of their own: `dvc queue status` lists them.
 # Column patterns match from the start of the name.
-EXP_DROP := Created|State|Executor|.*loss|train\.psnr|train\.learning_rate|step$$|val\.seconds|psnr_m|n_views|models|renders|videos|checkpoints|data
+EXP_DROP := Created|State|Executor|.*loss|train\.psnr|train\.learning_rate|step$$|val\.seconds|psnr_m|n_views|(models|renders|videos|checkpoints)($$|/)|data/
 EXP_KEEP := model\.kind|train\.steps$$
 
 setup: $(VENV)/.installed
@@ -33,5 +34,5 @@ bench: setup
 # Run after `dvc exp run --queue ...` and `dvc queue start` (see the README); EXP_ARGS adds
 # flags, e.g. EXP_ARGS=--md for a markdown table.
 experiments:
-	dvc exp show --only-changed --hide-workspace --sort-by metrics/train/metrics.json:val.psnr --sort-order desc \
+	dvc exp show --only-changed --hide-workspace --hide-failed --hide-queued --sort-by metrics/train/metrics.json:val.psnr --sort-order desc \
 	  --drop '$(EXP_DROP)' --keep '$(EXP_KEEP)' $(EXP_ARGS)

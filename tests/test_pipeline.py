@@ -176,6 +176,11 @@ def test_repro_then_experiment_then_show(repo_copy):
         points = spec["content"]["data"]["values"]
         assert points and all(x in point and "psnr" in point for point in points), name
     assert any(key.endswith("videos/video.gif") for key in plots)
+    assert not [key for key in plots if key.endswith(".tsv")]  # the curated charts, not one per log file
+    # Per-view PSNR: bars as long as the PSNR, one per view (bar_horizontal's x is the number).
+    encoding = plots["metrics/per_view.csv"][0]["content"]["encoding"]
+    assert (encoding["x"]["field"], encoding["x"]["type"]) == ("psnr", "quantitative")
+    assert (encoding["y"]["field"], encoding["y"]["type"]) == ("view", "nominal")
     # The first validation view at each validation (SMALL: every 15 of 30 steps).
     assert {key for key in plots if "images/val/" in key} == {
         f"metrics/train/plots/images/val/{step}.png" for step in (15, 30)
@@ -301,8 +306,9 @@ def test_queued_sweep_compares_in_one_sorted_table(repo_copy):
     run("dvc", "repro", cwd=repo_copy)
     _commit(repo_copy, "baseline")
     run("dvc", "exp", "run", "--queue", "-n", "short", "-S", "train.steps=10", "-S", "train.lr=0.02",
-        cwd=repo_copy)
+        "-S", "data.far=6.5", cwd=repo_copy)
     run("dvc", "exp", "run", "--queue", "-n", "paper", "-S", "model.kind=nerf", cwd=repo_copy)
+    run("dvc", "exp", "run", "--queue", "-n", "broken", "-S", "train.steps=0", cwd=repo_copy)
     run("dvc", "queue", "start", "-j", "1", cwd=repo_copy)
     deadline = time.monotonic() + 400
     while True:
@@ -310,18 +316,19 @@ def test_queued_sweep_compares_in_one_sorted_table(repo_copy):
         if not any(word in status for word in ("Queued", "Running")) or time.monotonic() > deadline:
             break
         time.sleep(2)
-    assert status.count("Success") == 2, status
+    assert status.count("Success") == 2 and status.count("Failed") == 1, status
 
     # The README's comparison: the table of `make experiments`, as CSV.
     lines = run("make", "-s", "experiments", "EXP_ARGS=--csv", cwd=repo_copy).stdout.strip().splitlines()
     header = lines[0].split(",")
     rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
-    # The params that differ, and what they gave.
+    # The params that differ, and what they gave; the failed run has no results of its own.
     assert header == ["Experiment", "rev", "typ", "train.seconds", "train.steps_per_second", "val.psnr",
-                      "psnr", "ssim", "model.kind", "train.steps", "train.lr"]
+                      "psnr", "ssim", "data.far", "model.kind", "train.steps", "train.lr"]
     by_name = {row["Experiment"] or row["rev"]: row for row in rows}
     assert set(by_name) == {"master", "short", "paper"}
     assert (by_name["short"]["train.steps"], by_name["short"]["train.lr"]) == ("10", "0.02")
+    assert (by_name["short"]["data.far"], by_name["paper"]["data.far"]) == ("6.5", "6.0")
     assert (by_name["paper"]["model.kind"], by_name["master"]["model.kind"]) == ("nerf", "fast")
     # Best validation PSNR first: variants are picked on the validation views, not the test views.
     experiments = [float(row["val.psnr"]) for row in rows if row["typ"] != "baseline"]
