@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,18 +80,30 @@ def _writing(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, holds: Collection[str] | None = None) -> Iterator[Path]:
     """Yields a fresh temporary folder beside ``path``; on success it replaces ``path``.
 
     If the body raises, the temporary folder is removed and ``path`` is left as it was (also
     after a kill mid-replace: the next call puts the previous output back first). A
     file at ``path`` is refused before any work (a mistyped ``--out cams.json`` must not
-    replace the poses file with a folder of renders).
+    replace the poses file with a folder of renders), and so, where ``holds`` names what
+    the writer puts in the folder, is a folder holding anything else (``--out ~/notes`` must
+    not delete the notes).
     """
+    given = path
     path = Path(path)
+    here = Path.cwd()
+    if path.resolve() in (here, *here.parents):  # a shell in it would be left in a deleted folder
+        raise DataError(f"{given}: is the current folder or holds it; give a folder inside it")
     _recover(path)
     if path.exists() and not path.is_dir():
-        raise DataError(f"{path}: is a file; expected a folder to write into (or a new name)")
+        raise DataError(f"{given}: is a file; expected a folder to write into (or a new name)")
+    if holds is not None and path.is_dir():
+        foreign = sorted(entry.name for entry in path.iterdir() if entry.name not in holds)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise DataError(f"{given}: holds {shown}, which writing this folder would delete; "
+                            f"give a new or empty folder (or one that holds only {', '.join(sorted(holds))})")
     with _writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), dir=path.parent))
@@ -102,10 +114,16 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old = path.parent / f".{path.name}.old-{os.getpid()}"
-    with _writing(path):
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
+    try:
+        with _writing(path):
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        raise
     if old.exists():
         shutil.rmtree(old) if old.is_dir() else old.unlink()
 

@@ -27,6 +27,8 @@ from nerf.models import render_image
 from nerf.training import deterministic, load_checkpoint, pick_device
 from nerf.views import load_views
 
+RENDERS = ("rgb", "compare", "depth", "opacity")  # what --out holds: a folder of PNGs each
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.render", description=__doc__.splitlines()[0])
@@ -49,7 +51,7 @@ def main() -> None:
         requested = read_poses(args.poses)
         poses, names, truths = requested.poses, requested.names, [None] * len(requested.poses)
         focal = requested.focal(width, focal)
-    with atomic_dir(args.out) as out, deterministic(device):
+    with atomic_dir(args.out, holds=RENDERS) as out, deterministic(device):
         for i in tqdm(range(len(poses)), desc="render", unit="view", dynamic_ncols=True):
             pose = torch.from_numpy(np.ascontiguousarray(poses[i])).to(device)
             result = render_image(model, pose, height, width, focal, params.render.chunk)
@@ -62,7 +64,7 @@ def main() -> None:
             depth = depth_image(result.depth.cpu().numpy(), opacity, model.near, model.far)
             write_png(out / "depth" / name, depth)
             write_png(out / "opacity" / name, colorize(opacity, 0.0, 1.0, "viridis"))
-    print(f"render: {len(poses)} views of {width}x{height} -> {args.out}")
+    print(f"render: {len(poses)} view{'s' * (len(poses) != 1)} of {width}x{height} -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -54,18 +54,17 @@ def main() -> None:
         focal = requested.focal(width, focal)
 
     frames = []
-    with deterministic(device):
+    with atomic_dir(args.out, holds=("video.mp4", "video.gif")) as out, deterministic(device):
         for pose in tqdm(poses, desc="video", unit="frame", dynamic_ncols=True):
             result = render_image(model, torch.from_numpy(pose).to(device), height, width, focal,
                                   params.render.chunk)
             depth = depth_image(result.depth.cpu().numpy(), result.opacity.cpu().numpy(), model.near,
                                 model.far)
             frames.append(video_frame(result.rgb.clamp(0, 1).cpu().numpy(), depth))
-    with atomic_dir(args.out) as out:
         write_mp4(out / "video.mp4", frames, config.fps)
         write_gif(out / "video.gif", frames, config.fps)
-    print(f"video: {len(frames)} frames of {width}x{height} (colour | depth) at {config.fps:g} fps -> "
-          f"{args.out}/video.mp4, video.gif")
+    print(f"video: {len(frames)} frame{'s' * (len(frames) != 1)} of {width}x{height} (colour | depth) "
+          f"at {config.fps:g} fps -> {args.out}/video.mp4, video.gif")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -35,6 +36,49 @@ def test_atomic_dir_refuses_to_replace_a_file_before_any_work(tmp_path) -> None:
     with pytest.raises(DataError, match=r"cams\.json: is a file; expected a folder"), atomic_dir(poses):
         raise AssertionError("the body must not run")
     assert poses.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["cams.json"]
+
+
+def test_atomic_dir_refuses_a_folder_holding_what_it_does_not_write(tmp_path) -> None:
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes.txt").write_text("important")
+    with (pytest.raises(DataError, match=r"mine: holds notes, notes\.txt, which writing this folder would "
+                                         r"delete; give a new or empty folder \(or one that holds only "
+                                         r"depth, rgb\)$"),
+          atomic_dir(mine, holds=("rgb", "depth"))):
+        raise AssertionError("the body must not run")
+    assert (mine / "notes.txt").read_text() == "important"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+    # A folder this writer filled before (or an empty one) is replaced as usual.
+    for names in (["rgb", "depth"], ["rgb"]):
+        with atomic_dir(tmp_path / "renders", holds=("rgb", "depth")) as tmp:
+            for name in names:
+                (tmp / name).mkdir()
+        assert sorted(p.name for p in (tmp_path / "renders").iterdir()) == sorted(names)
+
+
+def test_atomic_dir_refuses_the_current_folder_and_those_above_it(tmp_path, monkeypatch) -> None:
+    (tmp_path / "work" / "rgb").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "work")
+    for out in (".", "..", str(tmp_path / "work"), "rgb/.."):
+        with (pytest.raises(DataError, match=r"is the current folder or holds it; give a folder inside it$"),
+              atomic_dir(out, holds=("rgb",))):
+            raise AssertionError("the body must not run")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["rgb", "work"]
+    with atomic_dir("rgb") as tmp:  # a folder inside it is fine
+        (tmp / "a.png").write_bytes(b"png")
+    assert (tmp_path / "work" / "rgb" / "a.png").read_bytes() == b"png"
+
+
+def test_atomic_dir_puts_the_old_folder_back_when_the_swap_fails(tmp_path) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "a.txt").write_text("one")
+    with pytest.raises(DataError, match=r"out: cannot write it"), atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("two")
+        shutil.rmtree(tmp)  # the new folder vanishes before the swap
+    assert (target / "a.txt").read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 def test_atomic_file_replaces_on_success_and_keeps_the_old_on_failure(tmp_path) -> None:

@@ -146,6 +146,16 @@ def check_videos_and_novel_poses(repo: Path) -> None:
     assert bad.returncode == 1
     assert "error: bad.json: frames[0]: expected transform_matrix as a 4x4" in bad.stderr
     assert (repo / "novel/rgb/000_cam_0.png").is_file()  # the earlier renders are intact
+    # A folder of the user's own is not replaced by renders or a video (it would be deleted).
+    (repo / "mine").mkdir()
+    (repo / "mine/notes.txt").write_text("important")
+    for stage in ("render", "video"):
+        refused = run("python", "-m", f"stages.{stage}", "--model", "models/model.pt", "--test",
+                      "data/split/test.npz", "--poses", "cams.json", "--out", "mine", cwd=repo, check=False)
+        assert refused.returncode == 1
+        assert "\nerror: mine: holds notes.txt, which writing this folder would delete" in (
+            "\n" + refused.stderr)
+    assert sorted(p.name for p in (repo / "mine").iterdir()) == ["notes.txt"]
 
 
 def test_repro_then_experiment_then_show(repo_copy):
