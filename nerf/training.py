@@ -178,13 +178,15 @@ def learning_rate(progress: float, lr: float, lr_final: float) -> float:
 
 def evaluate_views(
     model: Model, views: Views, chunk: int | None, device: torch.device,
-    on_render: Callable[[int, Tensor], None] | None = None,
+    on_render: Callable[[int, Tensor], None] | None = None, progress: bool = False,
 ) -> float:
     """Mean PSNR (dB) of the model's renders of ``views``. ``on_render(i, rgb)``, if given,
-    sees view i's render, (height, width, 3) in [0, 1]."""
+    sees view i's render, (height, width, 3) in [0, 1]. ``progress``: a bar over the views
+    that goes when done (a nerf view takes a minute on a CPU)."""
     model.eval()
     scores = []
-    for i in range(views.n_views):
+    for i in tqdm(range(views.n_views), desc="validate", unit="view", leave=False, disable=not progress,
+                  dynamic_ncols=True):
         pose = torch.from_numpy(views.poses[i]).to(device)
         rgb = render_image(model, pose, views.height, views.width, views.focal, chunk).rgb.clamp(0, 1)
         truth = torch.from_numpy(views.images[i]).to(device)
@@ -308,10 +310,7 @@ class _Loop:
         on_checkpoint: Callable[[dict], None] | None,
     ) -> TrainSummary:
         config = self.config
-        bar = tqdm(
-            initial=self.step, total=config.steps, desc=f"train {type(self.model).__name__}",
-            disable=not progress, dynamic_ncols=True,
-        )
+        bar = self.progress_bar(progress)
         self.model.train()
         for step in range(self.step + 1, config.steps + 1):
             if self.time_is_up():  # resumed from a state that had spent the budget
@@ -321,19 +320,24 @@ class _Loop:
                 self.train_step(step)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
-            self.seconds += time.perf_counter() - started
+            spent = time.perf_counter() - started
+            self.seconds += spent
             self.step = step
-            bar.update()  # counted here: the loop may stop at this step, with the bar at 100%
+            # Counted here: the loop may stop at this step, with the bar at 100%.
+            bar.update(1 if config.time_budget is None else min(spent, bar.total - bar.n))
             last = step == config.steps or self.time_is_up()
 
             logged = step % config.log_every == 0 or last
             if logged:
                 self.log(step, bar)
+            if last:
+                bar.close()  # its time and rate: training's, not the final validation's
             if self.val_views is not None and self.val_views.n_views > 0 and (
                 step % config.val_every == 0 or last
             ):
                 self.val_psnr = evaluate_views(self.model, self.val_views, self.chunk, self.device,
-                                               None if self.live is None else self.log_validation_image(step))
+                                               None if self.live is None else self.log_validation_image(step),
+                                               progress)
                 if self.live is not None:
                     self.live.step = step
                     self.live.log_metric("val/psnr", self.val_psnr)
@@ -349,6 +353,18 @@ class _Loop:
         bar.close()
         train_psnr = float(mse_to_psnr(torch.tensor(self.last_loss)))
         return TrainSummary(self.step, self.seconds, self.last_loss, train_psnr, self.val_psnr)
+
+    def progress_bar(self, show: bool) -> tqdm:
+        """Steps done of ``train.steps``; with a time budget, seconds of training spent of it
+        (the step in the postfix), which is what decides when training ends."""
+        name = f"train {type(self.model).__name__}"
+        if self.config.time_budget is None:
+            return tqdm(initial=self.step, total=self.config.steps, desc=name, unit="step", disable=not show,
+                        dynamic_ncols=True)
+        budget = self.config.time_budget
+        return tqdm(initial=min(self.seconds, budget), total=budget, desc=name, disable=not show,
+                    dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of training "
+                                                   "[{elapsed}<{remaining}{postfix}]")
 
     def time_is_up(self) -> bool:
         """Whether training has spent its time budget (``train.time_budget``)."""
@@ -396,7 +412,8 @@ class _Loop:
         if not math.isfinite(self.last_loss):
             raise TrainingError(f"training diverged at step {step} (loss {self.last_loss}); lower train.lr")
         train_psnr = float(mse_to_psnr(torch.tensor(self.last_loss)))
-        bar.set_postfix(psnr=f"{train_psnr:.2f}")
+        shown = {"psnr": f"{train_psnr:.2f}"} | ({} if self.config.time_budget is None else {"step": step})
+        bar.set_postfix(shown)
         if self.live is not None:
             self.live.step = step
             self.live.log_metric("train/loss", self.last_loss)

@@ -410,6 +410,23 @@ def test_the_progress_bar_ends_at_the_last_step(crops, capsys) -> None:
     assert "100%" in bar and "6/6" in bar and "psnr=" in bar, bar
 
 
+def test_the_bar_closes_before_the_final_validation_which_has_its_own(crops, capsys) -> None:
+    model, _ = fast_model()
+    train(model, crops, crops.subset([0, 1]), train_config(6), CPU, progress=True)
+    err = capsys.readouterr().err
+    assert err.rindex("6/6") < err.index("validate")  # the bar's rate is training's alone
+    assert "/2 [" in err.split("validate")[-1]  # counting the 2 views (cleared when done)
+
+
+def test_with_a_time_budget_the_bar_counts_seconds_of_training(crops, capsys) -> None:
+    model, _ = fast_model()
+    config = dataclasses.replace(train_config(steps=100_000), time_budget=1.0, log_every=2)
+    summary = train(model, crops, None, config, CPU, progress=True)
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert "100%" in bar and "1/1 s of training" in bar and f"step={summary.steps}" in bar, bar
+    assert "100000" not in bar
+
+
 def test_a_time_budget_stops_training_and_decays_the_rate_over_it(crops, tmp_path) -> None:
     from dvclive import Live
 
