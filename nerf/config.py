@@ -397,15 +397,16 @@ def build(cls: type[_T], values: dict[str, Any], prefix: str = "") -> _T:
     """Builds dataclass ``cls`` from ``values``; every field must be given, no other key."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    where = prefix or "params.yaml"
+    what = "key" if prefix else "section"  # the top level's keys are the sections
     unknown = sorted(set(values) - set(names))
     if unknown:
         keys = ", ".join(f"{prefix}.{k}" if prefix else k for k in unknown)
-        raise ConfigError(f"unknown key {keys} in {where}; expected keys: {', '.join(names)}")
+        raise ConfigError(f"unknown {what} {keys}" + (f" in {prefix}" if prefix else "")
+                          + f"; expected {what}s: {', '.join(names)}")
     missing = [n for n in names if n not in values]
     if missing:
         keys = ", ".join(f"{prefix}.{k}" if prefix else k for k in missing)
-        raise ConfigError(f"missing key {keys} in {where}")
+        raise ConfigError(f"missing {what} {keys}" + (f" in {prefix}" if prefix else ""))
     kwargs = {}
     for f in dataclasses.fields(cls):
         key = f"{prefix}.{f.name}" if prefix else f.name
@@ -424,6 +425,16 @@ def parse_yaml(text: str) -> Any:
     return YAML(typ="safe", pure=True).load(text)
 
 
+def _yaml_problem(err: YAMLError) -> str:
+    """' at line 3, column 3: found duplicate key ...' from the parser's error, on one line."""
+    problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+    if not problem:
+        return f" ({' '.join(str(err).split())})"
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(err, "context", None)
+    return f"{where}: {problem}" + (f" ({context})" if context else "")
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Reads and validates the whole ``params.yaml``."""
     path = Path(path)
@@ -434,7 +445,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         values = parse_yaml(text)
     except YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})".replace("\n", " ")) from None
+        raise ConfigError(f"{path}: not valid YAML{_yaml_problem(err)}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
     try:

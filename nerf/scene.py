@@ -250,7 +250,8 @@ def detect_format(path: str | Path, format: str = "auto") -> str:
         raise DataError(f"{path}: unknown format; expected a .npz file or a Blender folder")
     if format not in ("auto", found):
         kind = "a folder" if path.is_dir() else "a file"
-        raise DataError(f"{path}: format {format} was asked for, but this is {kind}")
+        raise DataError(f"{path}: data.format is {format}, but this is {kind}; use auto, or "
+                        f"{'blender' if path.is_dir() else 'npz'}")
     return found
 
 

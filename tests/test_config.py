@@ -40,7 +40,8 @@ def test_round_trip_of_defaults(tmp_path):
     ("edit", "key", "expected"),
     [
         (lambda p: p["train"].update(lrr=1.0), "train.lrr", "unknown key"),
-        (lambda p: p.update(extra={}), "extra", "unknown key"),
+        (lambda p: p.update(extra={}), "extra", "unknown section extra; expected sections: data, split,"),
+        (lambda p: p.pop("video"), "video", "missing section video"),
         (lambda p: p["model"]["fast"].update(levels_x=3), "model.fast.levels_x", "unknown key"),
         (lambda p: p["train"].pop("steps"), "train.steps", "missing key"),
         (lambda p: p["train"].update(steps=-5), "train.steps", ">= 1"),
@@ -103,6 +104,7 @@ def test_bad_values_name_the_key(tmp_path, edit, key, expected):
         load_params(path)
     message = str(err.value)
     assert message.startswith(f"{path}: ")  # the file, then the key
+    assert message.count("params.yaml") == 1  # named once
     assert key in message and expected in message
     assert "\n" not in message
 
@@ -153,5 +155,8 @@ def test_values_as_dvc_exp_run_set_writes_them(tmp_path):
 def test_duplicate_keys_are_refused(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text((REPO / "params.yaml").read_text() + "data:\n  near: 1.0\n")
-    with pytest.raises(ConfigError, match=r"params\.yaml: not valid YAML .*duplicate key \"data\""):
+    lines = len(path.read_text().splitlines())
+    with pytest.raises(ConfigError, match=rf"params\.yaml: not valid YAML at line {lines - 1}, column 1: "
+                                          r"found duplicate key \"data\" with value .* \(while constructing "
+                                          r"a mapping\)$"):
         load_params(path)

@@ -76,8 +76,11 @@ def test_blender_full_size_frames(tmp_path):
 
 def test_format_mismatch_and_unknown(tmp_path):
     npz = write_npz(tmp_path / "scene.npz")
-    with pytest.raises(DataError, match="format blender"):
+    with pytest.raises(DataError, match=r"scene\.npz: data\.format is blender, but this is a file; use auto, "
+                                        r"or npz$"):
         load_scene(npz, "blender")
+    with pytest.raises(DataError, match=r"data\.format is npz, but this is a folder; use auto, or blender$"):
+        load_scene(tmp_path, "npz")
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     with pytest.raises(DataError, match="notes.txt: unknown format"):

@@ -561,7 +561,7 @@ def test_pick_device() -> None:
     assert pick_device("cpu") == CPU
     assert pick_device("auto").type in {"cpu", "cuda", "mps"}
     if not torch.cuda.is_available():
-        with pytest.raises(DataError, match="no CUDA device"):
+        with pytest.raises(DataError, match="^params.yaml: train.device is cuda but no CUDA device"):
             pick_device("cuda")
 
 
