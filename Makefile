@@ -23,6 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 pipeline: setup
+	python -m nerf.config  # the whole file, keys no stage reads included
 	dvc repro
 
 test: setup

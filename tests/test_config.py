@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import yaml
 from conftest import REPO
@@ -160,3 +164,16 @@ def test_duplicate_keys_are_refused(tmp_path):
                                           r"found duplicate key \"data\" with value .* \(while constructing "
                                           r"a mapping\)$"):
         load_params(path)
+
+
+def test_the_check_command_finds_a_typo_no_stage_would_read(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    check = [sys.executable, "-m", "nerf.config", str(path)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ok = subprocess.run(check, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert ok.returncode == 0 and ok.stdout.startswith(f"{path}: every section and key known")
+    path.write_text(path.read_text().replace("  sha256: null", "  sha256: null\n  sha265: abc", 1))
+    typo = subprocess.run(check, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert typo.returncode == 1
+    assert typo.stderr.startswith(f"error: {path}: unknown key data.sha265 in data; expected keys: source, ")
