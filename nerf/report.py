@@ -54,18 +54,25 @@ def _dvc_root(repo: Path) -> Path:
     raise DataError(f"{repo} is not in a DVC repository (no .dvc folder); run from the project")
 
 
-def _check_revision(rev: str, root: Path) -> None:
-    result = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        if "not a git repository" in result.stderr.lower():
-            raise DataError(f"{root} is not a git repository; the report compares git revisions")
-        raise DataError(f"unknown git revision {rev!r} (try `git fetch` or a branch, tag or commit)")
+def _git(args: list[str], root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+
+def _commit(rev: str, root: Path) -> str:
+    """The commit ``rev`` names: a git revision, or a DVC experiment's name (as ``dvc exp
+    show`` lists it; dvc accepts those too, git does not)."""
+    result = _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], root)
+    if result.returncode == 0:
+        return result.stdout.strip()
+    if "not a git repository" in result.stderr.lower():
+        raise DataError(f"{root} is not a git repository; the report compares git revisions")
+    experiments = _git(["for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], root).stdout
+    for line in experiments.splitlines():
+        commit, ref = line.split(" ", 1)
+        if ref.rsplit("/", 1)[-1] == rev:
+            return commit
+    raise DataError(f"unknown git revision {rev!r} (try `git fetch`, a branch, tag or commit, or an "
+                    "experiment's name from `dvc exp show`)")
 
 
 def _link(target: Path, out: Path) -> str:
@@ -95,9 +102,9 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
     from the current folder. The plots go to ``plots/`` beside ``out``, replaced as a whole.
     """
     root = _dvc_root(Path.cwd() if repo is None else Path(repo))
-    for rev in (old, new):
-        if rev is not None:
-            _check_revision(rev, root)
+    commits = [_commit(rev, root) for rev in (old, new) if rev is not None]
+    # dvc prints nothing for one commit named twice, which would read as "no metrics".
+    same = len(commits) == 2 and commits[0] == commits[1]
     out = Path(out).absolute()
     revs = [old] if new is None else [old, new]
     new_name = new or "workspace"
@@ -114,9 +121,11 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
     lines = [
         f"# Review: `{old}` → `{new_name}`",
         "",
+        *([f"`{old}` and `{new_name}` are the same commit ({commits[0][:7]}): nothing differs.", ""]
+          if same else []),
         "## Metrics",
         "",
-        metrics or "No metrics found.",
+        metrics or ("No metric differs." if same else "No metrics found."),
         "",
         "## Params",
         "",

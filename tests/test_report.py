@@ -114,6 +114,23 @@ def test_report_between_two_commits(project, tmp_path):
         assert image.getpixel((0, 0)) == (300 % 256, 0, 0)
 
 
+def test_one_commit_under_two_names_says_so(project, tmp_path):
+    head = run("git", "rev-parse", "HEAD", cwd=project).strip()
+    text = build_report("HEAD", head, tmp_path / "review.md", repo=project).read_text()
+    assert f"`HEAD` and `{head}` are the same commit ({head[:7]}): nothing differs." in text
+    assert "No metric differs." in text and "No metrics found." not in text
+
+
+def test_an_experiment_is_named_as_dvc_exp_show_lists_it(project, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(project, repo, symlinks=True)
+    run(str(BIN / "dvc"), "exp", "run", "-q", "-n", "more-steps", "-S", "train.steps=700", cwd=repo)
+    run("git", "checkout", "-q", "--", ".", cwd=repo)  # the workspace back at HEAD
+    text = build_report("HEAD", "more-steps", tmp_path / "review.md", repo=repo).read_text()
+    metrics = text.split("## Metrics")[1].split("## Params")[0]
+    assert "21.5" in metrics and "23.5" in metrics  # 20 + steps / 200 at 300 and 700 steps
+
+
 def test_report_against_the_workspace(project, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(project, repo, symlinks=True)
@@ -171,7 +188,8 @@ def test_unknown_revision_is_a_one_line_error(project, tmp_path):
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: unknown git revision 'no-such-branch' (try `git fetch` or a branch, tag or commit)"
+        ("error: unknown git revision 'no-such-branch' (try `git fetch`, a branch, tag or commit, or an "
+         "experiment's name from `dvc exp show`)")
     ]
 
 
