@@ -6,13 +6,13 @@ import argparse
 import csv
 import dataclasses
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from nerf.config import ModelConfig, Params, SplitConfig, build, parse_yaml
-from nerf.errors import ConfigError
+from nerf.errors import ConfigError, DataError
 from nerf.models import FastModel, Model, SeedModel, build_model
 from nerf.scene import load_scene
 from nerf.split import split_scene
@@ -20,6 +20,23 @@ from nerf.training import arithmetic
 from nerf.views import Views
 
 REPO = Path(__file__).resolve().parents[1]
+KINDS = ("seed", "nerf", "fast")  # for --kinds' choices
+DEVICES = ("cpu", "cuda", "mps")
+
+
+def count(least: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {text!r}")
+        return value
+
+    return parse
 
 
 def load_split(source: str, split: SplitConfig) -> tuple[Views, Views]:
@@ -34,9 +51,13 @@ def load_split(source: str, split: SplitConfig) -> tuple[Views, Views]:
 def params_with(path: Path, kind: str, overrides: Sequence[str] = ()) -> Params:
     """``path``'s params with model.kind = ``kind`` and ``KEY=VALUE`` overrides (as
     ``dvc exp run -S``: dotted keys, YAML values), validated like params.yaml."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: file not found; expected the pipeline's params.yaml (--params)")
     values = parse_yaml(Path(path).read_text())
     for item in overrides:
         key, sep, text = item.partition("=")
+        if key == "model.kind":
+            raise ConfigError(f"--set {item}: the kinds are chosen by --kinds (or --kind)")
         *parents, leaf = key.split(".")
         node = values
         for name in parents:
@@ -77,6 +98,8 @@ def kernels(device: torch.device, model: Model, arithmetic: str) -> dict[str, st
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     """``rows`` (dicts with the same keys) as a CSV file with a header; makes the folder."""
+    if not rows:
+        raise DataError(f"{path}: nothing was measured, so nothing is written")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -97,12 +120,18 @@ def make_model(config: ModelConfig, params: Params, views: Views, device: torch.
 
 
 def devices(requested: list[str]) -> list[torch.device]:
-    found = []
+    """The requested devices this machine has (a missing one is skipped, with a line saying
+    so); none of them is an error."""
+    found, missing = [], []
     for name in requested:
-        if name == "cuda" and not torch.cuda.is_available():
-            print("bench: no CUDA device here; skipping cuda")
+        there = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(name)
+        if there is not None and not there():
+            print(f"bench: no {name} device here; skipping {name}")
+            missing.append(name)
             continue
         found.append(torch.device(name))
+    if not found:
+        raise DataError(f"no {' or '.join(missing)} device on this machine; try --devices cpu")
     return found
 
 

@@ -17,7 +17,19 @@ from pathlib import Path
 
 import torch
 
-from bench.common import REPO, add_params_arguments, load_split, machine, make_model, params_with, write_csv
+from bench.common import (
+    DEVICES,
+    KINDS,
+    REPO,
+    add_params_arguments,
+    count,
+    devices,
+    load_split,
+    machine,
+    make_model,
+    params_with,
+    write_csv,
+)
 from nerf.errors import ConfigError, run_stage
 from nerf.metrics import psnr
 from nerf.models import render_image
@@ -55,14 +67,15 @@ def measure(kind: str, device: torch.device, steps: int | None, params_path: Pat
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", default="fast")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps", type=int, default=None, help="schedule length (default: train.steps)")
+    parser = argparse.ArgumentParser(prog="python -m bench.coverage", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", default="fast", choices=KINDS)
+    parser.add_argument("--device", default="cpu", choices=DEVICES)
+    parser.add_argument("--steps", type=count(1), default=None, help="schedule length (default: train.steps)")
     add_params_arguments(parser)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "coverage.csv")
     args = parser.parse_args()
-    device = torch.device(args.device)
+    (device,) = devices([args.device])
     rows = []
     for random_background in (True, False):
         rows.append(measure(args.kind, device, args.steps, args.params, args.overrides, random_background))

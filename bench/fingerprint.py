@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import add_params_arguments, load_split, make_model, params_with, processor
+from bench.common import KINDS, add_params_arguments, count, load_split, make_model, params_with, processor
 from nerf.errors import run_stage
 from nerf.training import train
 
@@ -47,9 +47,10 @@ def fingerprint(kind: str, steps: int, params_path: Path, overrides: list[str]) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", default="fast")
-    parser.add_argument("--steps", type=int, default=50, help="steps trained before the digest")
+    parser = argparse.ArgumentParser(prog="python -m bench.fingerprint", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kind", default="fast", choices=KINDS)
+    parser.add_argument("--steps", type=count(1), default=50, help="steps trained before the digest")
     add_params_arguments(parser)
     args = parser.parse_args()
     result = fingerprint(args.kind, args.steps, args.params, args.overrides)

@@ -93,15 +93,22 @@ seed)
     tests/test_devices.py -k "seed or mlp" > "$res/test_seed.txt" 2>&1; echo "tests: exit $?" | tee -a "$res/test_seed.txt"
   keep test_seed.txt
   echo "[$((SECONDS - started)) s] tests done"
+  # A CPU dry run: the interpreter on a few samples, one or two seed steps (~1 min each there).
+  if [ "$device" = cpu ]; then
+    tiles=(--samples 1000 --repeats 1 --warmup 0); timed=(--steps 1 --warmup 1); profiled=(--steps 1 --warmup 1)
+  else
+    tiles=(); timed=(--steps 30 --warmup 15); profiled=()
+  fi
   $py -m bench.mlp_tiles --tilings ${MLP_TILINGS:-128/128/64/8/2 128/128/64/8/3 128/128/32/8/4 64/128/64/4/2 128/256/64/8/2} \
-    --out "$res/mlp_tiles.csv" || echo "mlp_tiles failed"
+    ${tiles[@]+"${tiles[@]}"} --out "$res/mlp_tiles.csv" || echo "mlp_tiles failed"
   keep mlp_tiles.csv
   echo "[$((SECONDS - started)) s] tilings done"
   for kernel in triton torch; do
-    $py -m bench.speed --devices $device --kinds seed --steps 30 --warmup 15 --set model.seed.mlp_kernel=$kernel \
+    $py -m bench.speed --devices $device --kinds seed "${timed[@]}" --set model.seed.mlp_kernel=$kernel \
       --out "$res/speed_seed_$kernel.csv" || echo "speed $kernel failed"
     keep "speed_seed_$kernel.csv"
-    $py -m bench.profile --device $device --kinds seed --set model.seed.mlp_kernel=$kernel --out "$res/$kernel" \
+    $py -m bench.profile --device $device --kinds seed ${profiled[@]+"${profiled[@]}"} \
+      --set model.seed.mlp_kernel=$kernel --out "$res/$kernel" \
       || echo "profile $kernel failed"
     mv "$res/$kernel/profile_seed_$device.txt" "$res/profile_seed_${kernel}_$device.txt" 2>/dev/null
     keep "profile_seed_${kernel}_$device.txt"

@@ -31,9 +31,11 @@ if not torch.cuda.is_available():
 from torch.profiler import DeviceType, ProfilerActivity, profile
 
 from bench.common import (
+    DEVICES,
     KERNEL_KEYS,
     REPO,
     add_params_arguments,
+    devices,
     kernels,
     load_split,
     machine,
@@ -108,8 +110,9 @@ def count_launches(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser = argparse.ArgumentParser(prog="python -m bench.launches", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=DEVICES)
     parser.add_argument("--steps", type=int, default=16,
                         help="profiled steps (a multiple of grid_update_every: each run has the same "
                              "grid updates)")
@@ -118,7 +121,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="CSV path (default bench/results/launches_<device>.csv)")
     args = parser.parse_args()
-    device = torch.device(args.device)
+    (device,) = devices([args.device])
     rows = []
     for choice in ("torch", "triton"):
         overrides = [*args.overrides, *(f"model.fast.{key}={choice}" for key in KERNEL_KEYS)]

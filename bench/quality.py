@@ -10,7 +10,7 @@ overrides) on the split that params describe (the embedded sample by default); w
 training time (evaluation excluded) passes a time point, renders the held-out views and
 records their mean PSNR, the render time per view and the peak GPU memory so far. Writes
 bench/results/quality_<by>.csv and .png (PSNR against seconds or steps, one line per kind
-and device; with --from, one line per CSV file, labelled by its name).
+and device; with --from, one line per CSV file, kind and device, labelled by the file's name).
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ from pathlib import Path
 import torch
 
 from bench.common import (
+    DEVICES,
+    KINDS,
     REPO,
     add_params_arguments,
+    count,
     devices,
     kernels,
     load_split,
@@ -57,6 +60,7 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
           f"{train_views.height}, {test_views.n_views} held out; {arithmetic}, compiled {compiled}, "
           f"kernels (hash, march, render, mlp) {'/'.join(used.values())}", flush=True)
 
+    config = dataclasses.replace(params.train, steps=steps or params.train.steps, val_every=10**9)
     # GiB, training only: the device's peak is reset after each evaluation. NaN on the CPU.
     train_peak = 0.0 if device.type == "cuda" else float("nan")
 
@@ -73,6 +77,7 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
         render_s = (time.perf_counter() - started) / test_views.n_views
         rows.append({"kind": kind, "device": machine(device), "precision": arithmetic, "compiled": compiled,
                      **used, "image": f"{test_views.width}x{test_views.height}",
+                     "held_out_views": test_views.n_views, "schedule_steps": config.steps,
                      f"point_{by}": pending[0],
                      "seconds": round(seconds, 2), "step": step, "psnr": round(psnr, 3),
                      "render_s_per_view": round(render_s, 4), "peak_train_gib": round(peak, 2),
@@ -87,11 +92,17 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
             record(step, seconds)
         return not pending
 
-    config = dataclasses.replace(params.train, steps=steps or params.train.steps, val_every=10**9)
     summary = train(model, train_views, None, config, device, progress=False, on_step=on_step)
     while pending:  # training ended before the last time point: its final model counts
         record(summary.steps, summary.seconds)
     return rows
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
 
 
 def plot(rows: list[dict], path: Path, x: str) -> None:
@@ -101,15 +112,23 @@ def plot(rows: list[dict], path: Path, x: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     def label(row: dict) -> str:
-        return row.get("label") or f"{row['kind']} ({row['device']})"
+        run = f"{row['kind']} ({row['device']})"
+        return f"{row['label']}: {run}" if row.get("label") else run
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for key in dict.fromkeys(label(r) for r in rows):
         points = [r for r in rows if label(r) == key]
         ax.plot([float(r[x]) for r in points], [float(r["psnr"]) for r in points], marker="o", label=key)
     ax.set_xscale("log")
+    point = "point_seconds" if x == "seconds" else "point_steps"
+    ticks = sorted({float(r[point]) for r in rows if r.get(point)})
+    if ticks:  # the scoring points, as plain numbers (log ticks within a decade run together)
+        ax.xaxis.set_major_locator(ticker.FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(ticker.StrMethodFormatter("{x:g}"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("training seconds (evaluation excluded)" if x == "seconds" else "training steps")
     ax.set_ylabel("mean held-out PSNR (dB)")
     ax.grid(True, which="both", alpha=0.3)
@@ -120,14 +139,17 @@ def plot(rows: list[dict], path: Path, x: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kinds", nargs="+", default=["fast", "nerf", "seed"])
-    parser.add_argument("--devices", nargs="+", default=["cpu"])
-    parser.add_argument("--points", nargs="+", type=float, default=[5, 10, 30, 60, 120])
+    parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kinds", nargs="+", default=["fast", "nerf", "seed"], choices=KINDS)
+    parser.add_argument("--devices", nargs="+", default=["cpu"], choices=DEVICES)
+    parser.add_argument("--points", nargs="+", type=_positive, default=[5, 10, 30, 60, 120],
+                        help="training seconds (or steps, --by steps) at which to score")
     parser.add_argument("--by", choices=["seconds", "steps"], default="seconds",
                         help="points are training seconds or step counts")
-    parser.add_argument("--steps", type=int, default=None, help="schedule length (default: train.steps)")
-    parser.add_argument("--eval-views", type=int, default=None, help="held-out views used (default: all)")
+    parser.add_argument("--steps", type=count(1), default=None, help="schedule length (default: train.steps)")
+    parser.add_argument("--eval-views", type=count(1), default=None,
+                        help="held-out views scored (default: all)")
     add_params_arguments(parser)
     parser.add_argument("--out", type=Path, default=None,
                         help="CSV/PNG path stem (default: bench/results/quality_<by>)")
@@ -154,7 +176,7 @@ def main() -> None:
         for kind in args.kinds:
             rows += curve(kind, device, args.points, args.by, args.params, args.overrides, args.steps,
                           args.eval_views)
-    write_csv(args.out.with_suffix(".csv"), rows)
+            write_csv(args.out.with_suffix(".csv"), rows)  # after each kind: a later failure keeps these
     plot(rows, args.out.with_suffix(".png"), x)
     print(f"wrote {args.out.with_suffix('.csv')} and {args.out.with_suffix('.png')}")
 

@@ -1,26 +1,35 @@
 """Speed per model kind and device: steps/s, rays/s, samples/s and peak memory.
 
-python -m bench.speed [--kinds seed nerf fast] [--devices cpu cuda] [--steps 20] [--set train.precision=fp32]
+python -m bench.speed [--kinds seed nerf fast] [--devices cpu cuda] [--steps 10] [--set train.precision=fp32]
 
-Uses params.yaml's model configs on the embedded sample split; prints a table and writes
-bench/results/speed.csv. Medians over timed steps after warm-up steps; peak memory is the GPU's
-peak allocation, or the process's peak resident set on the CPU.
+Uses params.yaml's model configs on the embedded sample split; prints a line per kind and
+writes bench/results/speed.csv (rewritten after each kind). ``steps_per_s`` and the rates
+beside it are medians over the timed steps after the warm-up steps, so they leave out
+``fast``'s occupancy-grid updates (every 16th step, 2-4x as long on a CPU);
+``steps_per_s_overall`` is timed steps over their total time, updates included, what a
+training run sees. Peak memory is the GPU's peak allocation, or on the CPU the process's peak
+resident set while the kind ran (Linux; elsewhere the process's peak so far, data included).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import resource
 import statistics
+import sys
 from pathlib import Path
 
 import torch
 
 from bench.common import (
+    DEVICES,
+    KINDS,
     REPO,
     SampleCounter,
     add_params_arguments,
+    count,
     devices,
     kernels,
     load_split,
@@ -32,6 +41,21 @@ from bench.common import (
 )
 from nerf.errors import run_stage
 from nerf.training import train
+
+
+def _reset_peak_rss() -> None:
+    """Linux: restarts the process's peak resident set (VmHWM), so that it is this kind's."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_rss_gib() -> float:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the process's so far
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20  # bytes there, kB on Linux
 
 
 def measure(kind: str, device: torch.device, steps: int, warmup: int, params_path: Path,
@@ -57,15 +81,12 @@ def measure(kind: str, device: torch.device, steps: int, warmup: int, params_pat
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    _reset_peak_rss()
     config = dataclasses.replace(params.train, steps=warmup + steps, val_every=10**9)
     train(model, train_views, None, config, device, progress=False, on_step=on_step)
     step_s = statistics.median(times[warmup:])
     n_rays, n_samples = statistics.median(rays[warmup:-1]), statistics.median(samples[warmup:])
-    peak = (
-        torch.cuda.max_memory_allocated(device) / 2**30
-        if device.type == "cuda"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    )
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else _peak_rss_gib()
     arithmetic = precision(params, device, model)
     return {
         "kind": kind,
@@ -74,22 +95,26 @@ def measure(kind: str, device: torch.device, steps: int, warmup: int, params_pat
         "compiled": params.train.compile,
         **kernels(device, model, arithmetic),
         "steps_per_s": round(1 / step_s, 3),
+        "steps_per_s_overall": round(steps / sum(times[warmup:]), 3),
         "rays_per_s": round(n_rays / step_s),
         "samples_per_s": round(n_samples / step_s),
         "rays_per_step": n_rays,
         "samples_per_step": n_samples,
         "peak_memory_gib": round(peak, 2),
         "timed_steps": steps,
+        "warmup_steps": warmup,
         "overrides": " ".join(overrides),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kinds", nargs="+", default=["seed", "nerf", "fast"])
-    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"])
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per kind")
-    parser.add_argument("--warmup", type=int, default=3)
+    parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kinds", nargs="+", default=["seed", "nerf", "fast"], choices=KINDS)
+    parser.add_argument("--devices", nargs="+", default=["cpu", "cuda"], choices=DEVICES,
+                        help="a missing one is skipped")
+    parser.add_argument("--steps", type=count(1), default=10, help="timed steps per kind")
+    parser.add_argument("--warmup", type=count(0), default=3, help="untimed steps before them")
     add_params_arguments(parser)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "speed.csv")
     args = parser.parse_args()
@@ -99,7 +124,7 @@ def main() -> None:
             row = measure(kind, device, args.steps, args.warmup, args.params, args.overrides)
             print(", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             rows.append(row)
-    write_csv(args.out, rows)
+            write_csv(args.out, rows)  # after each kind: a later failure keeps these rows
     print(f"wrote {args.out}")
 
 
