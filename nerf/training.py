@@ -182,7 +182,7 @@ def evaluate_views(
 ) -> float:
     """Mean PSNR (dB) of the model's renders of ``views``. ``on_render(i, rgb)``, if given,
     sees view i's render, (height, width, 3) in [0, 1]. ``progress``: a bar over the views
-    that goes when done (a nerf view takes a minute on a CPU)."""
+    that goes when done (a 100x100 nerf view takes ~33 s on a 2-core CPU)."""
     model.eval()
     scores = []
     for i in tqdm(range(views.n_views), desc="validate", unit="view", leave=False, disable=not progress,
