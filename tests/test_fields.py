@@ -105,6 +105,43 @@ def skip_mlp_by_hand(mlp: SkipMLP, x: torch.Tensor) -> torch.Tensor:
     return h
 
 
+def concatenated_layers(field: torch.nn.Module) -> list[torch.nn.Linear]:
+    """The layers that take a hidden state concatenated with an encoding."""
+    if isinstance(field, SeedField):
+        return [field.mlp.layers[field.mlp.skip]]
+    return [field.trunk.layers[field.trunk.skip], field.branch]
+
+
+def bf16_pass(field: torch.nn.Module) -> tuple[list[torch.dtype], list[torch.Tensor]]:
+    """Under CPU bf16 autocast: the dtypes the concatenating layers are fed, then the
+    outputs and every parameter's gradient."""
+    seen: list[torch.dtype] = []
+    hooks = [layer.register_forward_pre_hook(lambda _, args: seen.append(args[0].dtype))
+             for layer in concatenated_layers(field)]
+    field.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rgb, sigma = field(*points_and_directions())
+    (rgb.float().square().sum() + sigma.float().sum()).backward()
+    for hook in hooks:
+        hook.remove()
+    return seen, [rgb, sigma, *(p.grad.clone() for p in field.parameters())]
+
+
+@pytest.mark.parametrize("kind", ["seed", "nerf"])
+def test_concatenations_stay_in_bf16_under_autocast_with_the_same_values(
+        kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Autocast's cat promotes [bf16 hidden, float32 encoding] to float32, and the next layer
+    # casts it back: at the seed's 800,000 samples a step, a 1.2 GB copy and a cast each way.
+    field = tiny_field(kind)
+    seen, values = bf16_pass(field)
+    assert seen == [torch.bfloat16] * len(concatenated_layers(field))
+    # The old concatenation, for reference: the same outputs and gradients, bit for bit.
+    monkeypatch.setattr("nerf.fields.cat_features", lambda h, x: torch.cat([h, x], dim=-1))
+    seen_before, values_before = bf16_pass(field)
+    assert seen_before == [torch.float32] * len(seen)
+    assert all(torch.equal(a, b) for a, b in zip(values, values_before, strict=True))
+
+
 @pytest.mark.parametrize("kind", ["seed", "nerf", "fast"])
 def test_each_field_is_its_layers_composed_as_its_paper_says(kind: str) -> None:
     field = tiny_field(kind)
