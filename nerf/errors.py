@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import pickle
 import sys
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
 
 class NerfError(Exception):
@@ -30,18 +32,41 @@ UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, TypeError, 
               pickle.UnpicklingError)
 
 
-def describe(err: BaseException) -> str:
+def describe(err: BaseException, path: Path | None = None) -> str:
     """``TypeName: first line of its message``: a library's error, quoted inside one of ours.
 
     Not for ``torch.load(weights_only=True)`` of bytes that are not a checkpoint's: its first
     line advises loading with ``weights_only=False``, which would run any code in the file;
-    what it found there comes instead."""
+    what it found there comes instead. A first line of several sentences (miniz's runs on for
+    400 characters) is cut to its first. With the ``path`` that failed to load: an empty file,
+    or one cut short (what ``torch.load`` and ``np.load`` raise when the archive's end is
+    missing: EOFError, an ``EINVAL`` OSError, miniz's "central directory"), says so first."""
     text = str(err).strip()
     if isinstance(err, pickle.UnpicklingError) and text.startswith("Weights only load failed"):
         found = text.partition("WeightsUnpickler error:")[2].split()
         return f"UnpicklingError: not a checkpoint's contents ({' '.join(found[:8]) or 'unreadable'})"
-    lines = text.splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+    size = _size(path)
+    if size == 0:
+        return "the file is empty"
+    if isinstance(err, OSError) and err.strerror:  # "Invalid argument", not "[Errno 22] ..."
+        text = err.strerror
+    first = text.splitlines()[0] if text else ""
+    if len(first) > 160 and ". " in first:
+        first = first.split(". ")[0] + "."
+    quoted = f"{type(err).__name__}: {first}" if first else type(err).__name__
+    cut_short = (isinstance(err, (EOFError, zipfile.BadZipFile))
+                 or (isinstance(err, OSError) and err.errno == errno.EINVAL)
+                 or (isinstance(err, RuntimeError) and "central directory" in text))
+    if size is not None and cut_short:
+        return f"cut short or damaged, {size:,} bytes: {quoted}"
+    return quoted
+
+
+def _size(path: Path | None) -> int | None:
+    try:
+        return None if path is None else path.stat().st_size
+    except OSError:
+        return None
 
 
 def run_stage(main: Callable[[], None]) -> None:

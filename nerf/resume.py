@@ -105,7 +105,7 @@ def load(path: Path, fingerprint: Mapping[str, str], steps: int, seconds: float 
         saved = torch.load(path, map_location="cpu", weights_only=True)
         state, logs, old = saved["state"], saved["logs"], saved["fingerprint"]
     except UNREADABLE as err:
-        return Resume(None, {}, f"{path} is unreadable ({describe(err)}); starting over from step 0")
+        return Resume(None, {}, f"{path} is unreadable ({describe(err, path)}); starting over from step 0")
     changed = differences(old, fingerprint)
     if changed:
         shown = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")

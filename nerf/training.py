@@ -452,7 +452,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         model = build_model(config, state["near"], state["far"], state["background"])
         model.load_state_dict(state["state_dict"])
     except (ConfigError, *UNREADABLE) as err:
-        raise DataError(f"{path}: not a model checkpoint this code can read ({describe(err)}); "
+        raise DataError(f"{path}: not a model checkpoint this code can read ({describe(err, path)}); "
                         "retrain it (dvc repro train)") from None
     return model.to(device), state
 

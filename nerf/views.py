@@ -101,5 +101,5 @@ def load_views(path: str | Path) -> Views:
                 alpha=alpha,
             )
     except UNREADABLE as err:
-        raise DataError(f"{path}: not a readable split file ({describe(err)}); rerun the split stage "
+        raise DataError(f"{path}: not a readable split file ({describe(err, path)}); rerun the split stage "
                         "(dvc repro -f split)") from None

@@ -89,6 +89,26 @@ def test_an_unreadable_checkpoint_starts_over_and_says_so(tmp_path) -> None:
     assert "weights_only" not in result.message
 
 
+def test_a_checkpoint_cut_short_is_called_so_at_any_length(tmp_path) -> None:
+    # A kill mid-copy, or a full disk, leaves a prefix of the file. torch.load then raises
+    # EOFError (nothing left), miniz's 400-character RuntimeError or "OSError: [Errno 22]",
+    # depending on where the cut falls; the message should say what happened to the file.
+    whole = tmp_path / "whole.pt"
+    resume.save(whole, {"step": 3, "weights": torch.arange(2000.0)}, {"device": "cpu"}, {"a.json": b"{}"})
+    data, path = whole.read_bytes(), tmp_path / resume.CHECKPOINT
+    messages = set()
+    for length in [*range(0, len(data), 61), len(data) - 1]:
+        path.write_bytes(data[:length])
+        result = resume.load(path, {"device": "cpu"}, steps=10)
+        assert result.state is None and str(path) in result.message
+        said = result.message.partition("(")[2].rpartition(")")[0]
+        assert said == "the file is empty" if length == 0 else said.startswith(
+            f"cut short or damaged, {length:,} bytes: "), said
+        assert len(said) < 200 and "Errno" not in said, said
+        messages.add(said.partition(": ")[2].partition(":")[0])
+    assert {"RuntimeError", "OSError"} <= messages  # both ways torch.load fails on a prefix
+
+
 def test_log_files_round_trip(tmp_path) -> None:
     source = tmp_path / "live"
     (source / "plots/metrics/val").mkdir(parents=True)
