@@ -6,6 +6,7 @@ import argparse
 import csv
 import dataclasses
 import platform
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from nerf.views import Views
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("seed", "nerf", "fast")  # for --kinds' choices
 DEVICES = ("cpu", "cuda", "mps")
+
+
+def show_progress() -> bool:
+    """Training bars on a terminal; none in a log (or the device tool's output), where each
+    redraw would add a line."""
+    return sys.stderr.isatty()
 
 
 def count(least: int) -> Callable[[str], int]:

@@ -64,9 +64,9 @@ speed)
 embedded)
   # A schedule sized for each budget: 10 s and 60 s of training.
   $py -m bench.quality --devices $device --kinds fast --steps 1500 --points 2 5 10 \
-    --out "$out/quality_gpu_10s" || echo "embedded 10 s failed"
+    --out "$out/quality_embedded_10s" || echo "embedded 10 s failed"
   $py -m bench.quality --devices $device --kinds fast --steps 8000 --points 10 30 60 \
-    --out "$out/quality_gpu_60s" || echo "embedded 60 s failed"
+    --out "$out/quality_embedded_60s" || echo "embedded 60 s failed"
   ;;
 full)
   lego=${3:-.lego/lego}
@@ -87,6 +87,7 @@ seed)
   # Results appended to OUT/seed.tar as each part ends. MLP_TILINGS: ROWS/N/K/WARPS/STAGES
   # tilings to time (the first is nerf.mlp_kernel's default).
   res=$(mktemp -d)
+  rm -f "$out/seed.tar"  # a fresh archive: appending to an earlier run's would mix them
   keep() { (cd "$res" && tar -rf "$out/seed.tar" "$@" 2>/dev/null); }
   started=$SECONDS
   NERF_TEST_DEVICE=$device timeout 240 $py -m pytest -q -p no:cacheprovider tests/test_mlp_kernel.py \
@@ -130,6 +131,7 @@ all)
   # to OUT/all.tar as soon as the step ends (what a timeout cuts off loses only its step).
   lego=${3:-.lego/lego}
   res=$(mktemp -d)
+  rm -f "$out/all.tar"  # a fresh archive: appending to an earlier run's would mix them
   keep() { (cd "$res" && tar -rf "$out/all.tar" "$@" 2>/dev/null); }
   seconds=${FULL_SECONDS:-300}
   started=$SECONDS
@@ -174,6 +176,7 @@ tune)
   # KEY=VALUE). Results appended to OUT/tune.tar.
   lego=${3:-.lego/lego}
   res=$(mktemp -d)
+  rm -f "$out/tune.tar"  # a fresh archive: appending to an earlier run's would mix them
   keep() { (cd "$res" && tar -rf "$out/tune.tar" "$@" 2>/dev/null); }
   started=$SECONDS
   for v in "defaults|" "hash-torch|model.fast.hash_kernel=torch" "march-torch|model.fast.march_kernel=torch" \

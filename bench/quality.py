@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from bench.common import (
     DEVICES,
@@ -36,6 +38,7 @@ from bench.common import (
     make_model,
     params_with,
     precision,
+    show_progress,
     write_csv,
 )
 from nerf.errors import run_stage
@@ -86,8 +89,9 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
                      "render_s_per_view": round(render_s, 4), "peak_train_gib": round(peak, 2),
                      "overrides": " ".join(overrides)})
         memory = f"; peak training memory {peak:.2f} GiB" if device.type == "cuda" else ""
-        print(f"{kind} on {device}: {psnr:.2f} dB at {seconds:.1f} s (step {step}); render "
-              f"{render_s:.3f} s/view{memory}", flush=True)
+        tqdm.write(f"{kind} on {device}: {psnr:.2f} dB at {seconds:.1f} s (step {step}); render "
+                   f"{render_s:.3f} s/view{memory}")  # above the training bar, if one is shown
+        sys.stdout.flush()
         pending.pop(0)
 
     def on_step(step: int, seconds: float) -> bool:
@@ -95,7 +99,7 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
             record(step, seconds)
         return not pending
 
-    summary = train(model, train_views, None, config, device, progress=False, on_step=on_step)
+    summary = train(model, train_views, None, config, device, progress=show_progress(), on_step=on_step)
     while pending:  # training ended before the last time point: its final model counts
         record(summary.steps, summary.seconds)
     return rows

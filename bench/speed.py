@@ -37,6 +37,7 @@ from bench.common import (
     make_model,
     params_with,
     precision,
+    show_progress,
     write_csv,
 )
 from nerf.errors import run_stage
@@ -83,7 +84,7 @@ def measure(kind: str, device: torch.device, steps: int, warmup: int, params_pat
         torch.cuda.reset_peak_memory_stats(device)
     _reset_peak_rss()
     config = dataclasses.replace(params.train, steps=warmup + steps, val_every=10**9)
-    train(model, train_views, None, config, device, progress=False, on_step=on_step)
+    train(model, train_views, None, config, device, progress=show_progress(), on_step=on_step)
     step_s = statistics.median(times[warmup:])
     n_rays, n_samples = statistics.median(rays[warmup:-1]), statistics.median(samples[warmup:])
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else _peak_rss_gib()
