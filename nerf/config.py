@@ -291,14 +291,23 @@ class VideoConfig:
             )
 
 
+def gaussian_window_size(sigma: float) -> int:
+    """The side of the Gaussian window torchmetrics uses for ``sigma``: ``2*int(3.5*sigma+0.5)+1``.
+
+    With ``gaussian_kernel=True`` torchmetrics derives the window from ``sigma`` and ignores
+    ``kernel_size``; :func:`nerf.metrics.ssim` therefore requires the two to agree (11 for sigma 1.5).
+    Here, not in :mod:`nerf.metrics`, so that checking params needs no torch.
+    """
+    return 2 * int(3.5 * sigma + 0.5) + 1
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     ssim_kernel: int = _range(11, ge=3)
     ssim_sigma: float = _range(1.5, gt=0.0)
 
     def __post_init__(self) -> None:
-        # torchmetrics derives its Gaussian window from sigma alone: 2 * int(3.5 sigma + 0.5) + 1.
-        window = 2 * int(3.5 * self.ssim_sigma + 0.5) + 1
+        window = gaussian_window_size(self.ssim_sigma)
         if self.ssim_kernel != window:
             raise ConfigError(
                 f"eval.ssim_kernel={self.ssim_kernel} does not match eval.ssim_sigma={self.ssim_sigma}: "

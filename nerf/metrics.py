@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nerf.config import gaussian_window_size
+
 
 def _check_pair(pred: Tensor, target: Tensor, min_dims: int) -> None:
     if pred.shape != target.shape:
@@ -33,15 +35,6 @@ def psnr(pred: Tensor, target: Tensor) -> Tensor:
     _check_pair(pred, target, 3)
     err = pred.to(torch.float64) - target.to(torch.float64)
     return mse_to_psnr(err.square().mean(dim=(-3, -2, -1)))
-
-
-def gaussian_window_size(sigma: float) -> int:
-    """The side of the Gaussian window torchmetrics uses for ``sigma``: ``2*int(3.5*sigma+0.5)+1``.
-
-    With ``gaussian_kernel=True`` torchmetrics derives the window from ``sigma`` and ignores
-    ``kernel_size``; :func:`ssim` therefore requires the two to agree (11 for sigma 1.5).
-    """
-    return 2 * int(3.5 * sigma + 0.5) + 1
 
 
 def ssim(pred: Tensor, target: Tensor, kernel_size: int = 11, sigma: float = 1.5) -> Tensor:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from nerf.metrics import gaussian_window_size, mse_to_psnr, psnr, ssim
+from nerf.config import gaussian_window_size
+from nerf.metrics import mse_to_psnr, psnr, ssim
 
 
 def test_psnr_constant_error_is_20_db() -> None:
