@@ -78,7 +78,9 @@ def _encode(points, table, features, resolutions, offsets, n, bound, n_dense, ha
     level. Backward (``table`` is then the table's gradient and ``features`` the features'):
     each corner row gets its weight times the features' gradient, by atomic adds."""
     level = tl.program_id(1)
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    # 64-bit: the features' offsets, i * LEVELS * F, pass 2^31 at 2^26 points of 16 x 2 features
+    # (table rows stay below 2^31 / F: nerf.config refuses larger tables).
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     live = i < n
     feature = tl.arange(0, FP)
     both = live[:, None] & (feature < F)[None, :]
