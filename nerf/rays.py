@@ -37,7 +37,8 @@ def focal_from_angle(camera_angle_x: float, width: int) -> float:
 
 def scaled_camera(height: int, width: int, focal: float, new_width: int) -> tuple[int, int, float]:
     """(height, width, focal) of a camera's images scaled to ``new_width`` pixels across: the
-    height by the aspect ratio, rounded (at least 1); the focal by the width's exact ratio."""
+    height by the aspect ratio, rounded (at least 1); the focal by the width's exact ratio,
+    for both axes (:func:`nerf.split.resize` samples the rows at the columns' scale)."""
     return max(1, round(height * new_width / width)), new_width, focal * new_width / width
 
 

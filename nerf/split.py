@@ -99,10 +99,13 @@ def composite(images: np.ndarray, background: np.ndarray) -> np.ndarray:
     return (rgb * alpha + background * (1.0 - alpha)).astype(np.float32)
 
 
-def box_weights(n_in: int, n_out: int) -> torch.Tensor:
-    """(n_out, n_in) float64: output pixel j is the mean of the source span
-    [j, j + 1) * n_in / n_out, each source pixel weighted by the length of it inside the span."""
-    edges = torch.arange(n_out + 1, dtype=torch.float64) * (n_in / n_out)
+def box_weights(n_in: int, n_out: int, span: float | None = None) -> torch.Tensor:
+    """(n_out, n_in) float64: output pixel j is the mean of the source interval
+    [j, j + 1) * span / n_out, the whole of it centred on the source's (``span`` source
+    pixels, by default ``n_in``), each source pixel weighted by the length of it inside the
+    interval; the part of an interval past the source's edge counts for nothing."""
+    span = float(n_in) if span is None else span
+    edges = (n_in - span) / 2 + torch.arange(n_out + 1, dtype=torch.float64) * (span / n_out)
     pixels = torch.arange(n_in, dtype=torch.float64)
     inside = torch.minimum(edges[1:, None], pixels + 1) - torch.maximum(edges[:-1, None], pixels)
     weights = inside.clamp(min=0.0)
@@ -117,6 +120,12 @@ def resize(images: np.ndarray, width: int | None) -> np.ndarray:
     whole pixels equally, which moves edges by up to half a source pixel and changes means
     when the width does not divide). Linear, so resized coverage still recomposites resized
     colours exactly.
+
+    Rows and columns share one scale, ``w / width`` source pixels an output pixel, as the
+    views' one focal length (:func:`nerf.rays.scaled_camera`) assumes. Where the height
+    rounds (a 4:3 source at 5 columns: 3.75 rows -> 4), the rows span that much more or less
+    of the source, centred: up to half an output pixel past the top and bottom edges (edge
+    rows average what the source has) or short of them (a sliver is cropped).
     """
     _n, h, w, _ = images.shape
     if width is None or width == w:
@@ -125,7 +134,8 @@ def resize(images: np.ndarray, width: int | None) -> np.ndarray:
         raise ConfigError(f"split.image_size {width} exceeds the source width {w}; "
                           "only downscaling is supported")
     height, _, _ = scaled_camera(h, w, 1.0, width)
-    rows, columns = box_weights(h, height).float(), box_weights(w, width).float()
+    rows = box_weights(h, height, span=height * w / width).float()
+    columns = box_weights(w, width).float()
     x = torch.from_numpy(np.ascontiguousarray(images, np.float32)).permute(0, 3, 1, 2)  # (n, c, h, w)
     out = rows @ x @ columns.T  # (n, c, height, width)
     return out.permute(0, 2, 3, 1).contiguous().numpy()

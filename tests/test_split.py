@@ -119,11 +119,38 @@ def test_resize_averages_the_area_each_pixel_covers_at_any_scale():
     middle[..., 1, :], left[..., 0, :] = 1.0, 1.0
     np.testing.assert_allclose(resize(np.repeat(middle, 3, axis=1), 2)[0, 0, :, 0], [1 / 3, 1 / 3], atol=1e-7)
     np.testing.assert_allclose(resize(np.repeat(left, 3, axis=1), 2)[0, 0, :, 0], [2 / 3, 0.0], atol=1e-7)
-    # Any scale keeps the mean (every source pixel counts by the area it covers).
-    images = make_scene(n=2, h=7, w=10, channels=4).images
+    # Any scale keeps the mean (every source pixel counts by the area it covers), here 2.5
+    # source pixels an output pixel on both axes.
+    images = make_scene(n=2, h=5, w=10, channels=4).images
     out = resize(images, 4)
-    assert out.shape == (2, 3, 4, 4)
+    assert out.shape == (2, 2, 4, 4)
     np.testing.assert_allclose(out.mean(axis=(1, 2)), images.mean(axis=(1, 2)), atol=1e-6)
+
+
+@pytest.mark.parametrize(("h", "w", "width"), [(30, 40, 7), (29, 40, 7), (40, 30, 7), (60, 80, 50)])
+def test_resized_pixels_show_what_their_rays_see(h, w, width):
+    # Each pixel's rays (one focal for both axes, principal point at the centre) must meet the
+    # source where its value came from. Source values are the pixel-centre coordinates; a box
+    # filter averages them to the centre of each output pixel's span, to within 1/8 of a
+    # source pixel over the span's length (the partial pixels at its ends). Where the height
+    # rounds (30 x 40 at 7 columns: 5.25 rows -> 5), a row must span as many source rows as a
+    # column spans source columns (40/7), not 30/5: 0.57 source rows off at the edges.
+    scene = make_scene(n=2, h=h, w=w, channels=3)
+    rows, columns = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
+    scene.images[:] = np.stack([rows / h, columns / w, np.zeros_like(rows)], axis=-1)
+    views = split_scene(scene, SplitConfig(strategy="tail", test_fraction=0.5, image_size=width,
+                                           val_views=0))[0]["test"]
+    height = views.height
+    scale = scene.focal / views.focal  # source pixels an output pixel, at the source's focal
+    tolerance = 0.125 / scale + 1e-5 * max(h, w)
+    i = np.arange(height) + 0.5
+    seen = h / 2 + (i - height / 2) * scale  # the source row each output row's rays meet
+    inside = (seen - scale / 2 >= 0) & (seen + scale / 2 <= h)  # rows whose span the source holds
+    assert inside.sum() >= height - 2
+    np.testing.assert_allclose(views.images[0, inside, 0, 0] * h, seen[inside], rtol=0, atol=tolerance)
+    j = np.arange(width) + 0.5
+    np.testing.assert_allclose(views.images[0, 0, :, 1] * w, w / 2 + (j - width / 2) * scale,
+                               rtol=0, atol=tolerance)
 
 
 def test_resize_scales_focal():
