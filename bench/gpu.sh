@@ -14,7 +14,8 @@
 #   bash bench/gpu.sh profile  OUT   # top kernels of seed and fast steps
 #   bash bench/gpu.sh seed     OUT   # seed's MLP kernels (model.seed.mlp_kernel): their CUDA
 #                                    # tests, the network's time per tiling (bench.mlp_tiles),
-#                                    # steps/s with the kernels and with the PyTorch code, profiles
+#                                    # steps/s with the kernels, with the PyTorch code, and with it
+#                                    # compiled; profiles
 #   bash bench/gpu.sh tune     OUT [LEGO]   # full size, after the occupancy grid has pruned:
 #                                    # step speed with each Triton kernel swapped for the
 #                                    # PyTorch code, per arithmetic and compiled; a profile;
@@ -115,6 +116,12 @@ seed)
     keep "profile_seed_${kernel}_$device.txt"
     echo "[$((SECONDS - started)) s] $kernel done"
   done
+  # torch.compile of the PyTorch code (fuses the elementwise work around the matmuls): 52.4
+  # steps/s against 42.0 eager on session 3's code; today's, for comparison with the kernels.
+  $py -m bench.speed --devices $device --kinds seed "${timed[@]}" --set model.seed.mlp_kernel=torch \
+    train.compile=true --out "$res/speed_seed_torch_compiled.csv" || echo "speed compiled failed"
+  keep speed_seed_torch_compiled.csv
+  echo "[$((SECONDS - started)) s] compiled done"
   ;;
 all)
   # 1. The CUDA tests (tests/test_devices.py, and the Triton kernels' tests, compiled on the
