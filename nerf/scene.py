@@ -92,7 +92,8 @@ def load_npz(path: str | Path) -> Scene:
             missing = [k for k in ("images", "poses", "focal") if k not in data.files]
             if missing:
                 raise DataError(
-                    f"{path}: missing key {', '.join(missing)}; expected arrays images, poses, "
+                    f"{path}: missing {'keys' if len(missing) > 1 else 'key'} {', '.join(missing)}; "
+                    "expected arrays images, poses, "
                     f"focal (has {', '.join(data.files) or 'none'})"
                 )
             raw_images, raw_poses, raw_focal = data["images"], data["poses"], data["focal"]
