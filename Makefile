@@ -17,8 +17,14 @@ EXP_KEEP := model\.kind|train\.steps$$
 
 setup: $(VENV)/.installed
 
+# The pipeline needs the project alone; the tests also pytest, PyYAML and Triton (the fused
+# kernels' tests run in its interpreter on the CPU: ~640 MB a pipeline run has no use for).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
@@ -26,7 +32,7 @@ pipeline: setup
 	python -m nerf.config  # the whole file, keys no stage reads included
 	dvc repro
 
-test: setup
+test: $(VENV)/.installed-test
 	python -m pytest
 
 bench: setup
