@@ -34,9 +34,8 @@ def fourier_dim(in_dim: int, n_frequencies: int) -> int:
 
 
 # Real spherical harmonics up to 4 bands (instant-NGP's "degree" 4) as polynomials in the
-# unit direction's (x, y, z), with instant-NGP's signs (the Condon-Shortley sign on odd m):
-# per output, (coefficient, monomial) pairs, each monomial a string of axes ("" is 1, "yy"
-# is y^2).
+# unit direction's (x, y, z): per output, (coefficient, monomial) pairs, each monomial a
+# string of axes ("" is 1, "yy" is y^2).
 _SH_TERMS: tuple[tuple[tuple[float, str], ...], ...] = (
     ((0.28209479177387814, ""),),
     ((-0.48860251190291987, "y"),),
@@ -47,13 +46,13 @@ _SH_TERMS: tuple[tuple[tuple[float, str], ...], ...] = (
     ((0.94617469575755997, "zz"), (-0.31539156525251999, "")),
     ((-1.0925484305920792, "xz"),),
     ((0.54627421529603959, "xx"), (-0.54627421529603959, "yy")),
-    ((-3 * 0.59004358992664352, "xxy"), (0.59004358992664352, "yyy")),
+    ((3 * 0.59004358992664352, "xxy"), (-0.59004358992664352, "yyy")),
     ((2.8906114426405538, "xyz"),),
     ((0.45704579946446572, "y"), (-5 * 0.45704579946446572, "yzz")),
     ((5 * 0.3731763325901154, "zzz"), (-3 * 0.3731763325901154, "z")),
     ((0.45704579946446572, "x"), (-5 * 0.45704579946446572, "xzz")),
     ((1.4453057213202769, "xxz"), (-1.4453057213202769, "yyz")),
-    ((-0.59004358992664352, "xxx"), (3 * 0.59004358992664352, "xyy")),
+    ((0.59004358992664352, "xxx"), (-3 * 0.59004358992664352, "xyy")),
 )
 
 

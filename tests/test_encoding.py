@@ -72,8 +72,7 @@ def test_spherical_harmonics_are_orthonormal_on_the_sphere() -> None:
 
 
 def _sh_term_by_term(d: torch.Tensor) -> torch.Tensor:
-    """The 16 real spherical harmonics written out as instant-NGP's encoder (tiny-cuda-nn)
-    writes them: the Condon-Shortley sign on every odd m, m = +-3 included."""
+    """The 16 real spherical harmonics written out (as in instant-NGP's encoder)."""
     x, y, z = d.unbind(-1)
     xx, yy, zz = x * x, y * y, z * z
     return torch.stack([
@@ -82,10 +81,10 @@ def _sh_term_by_term(d: torch.Tensor) -> torch.Tensor:
         1.0925484305920792 * x * y, -1.0925484305920792 * y * z,
         0.94617469575755997 * zz - 0.31539156525251999,
         -1.0925484305920792 * x * z, 0.54627421529603959 * (xx - yy),
-        0.59004358992664352 * y * (-3 * xx + yy), 2.8906114426405538 * x * y * z,
+        0.59004358992664352 * y * (3 * xx - yy), 2.8906114426405538 * x * y * z,
         0.45704579946446572 * y * (1 - 5 * zz), 0.3731763325901154 * z * (5 * zz - 3),
         0.45704579946446572 * x * (1 - 5 * zz), 1.4453057213202769 * z * (xx - yy),
-        0.59004358992664352 * x * (-xx + 3 * yy),
+        0.59004358992664352 * x * (xx - 3 * yy),
     ], dim=-1)
 
 
