@@ -35,7 +35,11 @@ def fourier_dim(in_dim: int, n_frequencies: int) -> int:
 
 # Real spherical harmonics up to 4 bands (instant-NGP's "degree" 4) as polynomials in the
 # unit direction's (x, y, z): per output, (coefficient, monomial) pairs, each monomial a
-# string of axes ("" is 1, "yy" is y^2).
+# string of axes ("" is 1, "yy" is y^2). Outputs 9 and 15 (m = -3, +3) have the opposite
+# sign to instant-NGP's, whose odd m all carry the Condon-Shortley sign. The colour network
+# that reads them learns either sign (its initial weights are symmetric about zero); kept, as
+# flipping them changes every trained model: the default run moved by seed-like noise
+# (-0.96, +0.03 and -0.51 dB validation PSNR for train.seed 0, 1, 2; docs/results.md).
 _SH_TERMS: tuple[tuple[tuple[float, str], ...], ...] = (
     ((0.28209479177387814, ""),),
     ((-0.48860251190291987, "y"),),
