@@ -2,8 +2,8 @@
 
 The checkpoint holds the training loop's whole state (``training._Loop.state``), the
 DVCLive files logged up to it, and a *fingerprint* of everything that shapes training:
-the params the train stage reads, the bytes of its input views, the source of the nerf
-modules in use, the torch version and the device type. A run resumes only from a
+the params the train stage reads, the bytes of its input views, the source of each nerf
+module in use, the torch version and the device type. A run resumes only from a
 checkpoint with the same fingerprint; otherwise it starts over and says which entries
 changed.
 """
@@ -36,14 +36,19 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def code_digest(package: str = "nerf") -> str:
-    """SHA-256 over the source files of ``package``'s modules imported in this process."""
-    digest = hashlib.sha256()
+CODE = "code of "  # a fingerprint entry's prefix: "code of nerf.training" -> its source's SHA-256
+
+
+def code_digests(package: str = "nerf") -> dict[str, str]:
+    """{"code of nerf.x": SHA-256 of its source} for ``package``'s modules imported in this
+    process. One entry per module, so that a kernel choice, which imports another module,
+    reads as that module coming into use, not as a code change."""
+    digests = {}
     for name in sorted(m for m in sys.modules if m == package or m.startswith(f"{package}.")):
         source = getattr(sys.modules[name], "__file__", None)
         if source:
-            digest.update(name.encode() + b"\0" + Path(source).read_bytes() + b"\0")
-    return digest.hexdigest()
+            digests[f"{CODE}{name}"] = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    return digests
 
 
 def fingerprint(params: Mapping[str, Any], inputs: Iterable[Path], device: torch.device) -> dict[str, str]:
@@ -51,23 +56,33 @@ def fingerprint(params: Mapping[str, Any], inputs: Iterable[Path], device: torch
     entries = flatten(params)
     for path in inputs:
         entries[f"file {path}"] = sha256_file(path)
-    entries["code of the nerf package"] = code_digest()
+    entries.update(code_digests())
     entries["torch version"] = str(torch.__version__)
     entries["device"] = device.type
     return entries
 
 
 def differences(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
-    """Human-readable entries that differ: 'train.lr: 0.01 -> 0.005'."""
+    """Human-readable entries that differ: 'train.lr: 0.01 -> 0.005', 'code of nerf.x
+    changed', 'nerf.hash_kernel: not in use -> in use'."""
     changed = []
     for key in sorted(set(old) | set(new)):
-        before, after = old.get(key, "(absent)"), new.get(key, "(absent)")
-        if before != after:
-            if key.startswith(("file ", "code ")):
-                changed.append(f"{key} changed")
-            else:
-                changed.append(f"{key}: {before} -> {after}")
+        before, after = old.get(key), new.get(key)
+        if before == after:
+            continue
+        module = key.removeprefix(CODE)
+        if key.startswith(CODE) and None in (before, after) and " " not in module:
+            use = "not in use -> in use" if before is None else "in use -> not in use"
+            changed.append(f"{module}: {use}")
+        elif key.startswith(("file ", CODE)):
+            changed.append(f"{key} changed")
+        else:
+            changed.append(f"{key}: {_shown(before)} -> {_shown(after)}")
     return changed
+
+
+def _shown(value: str | None) -> str:
+    return "(absent)" if value is None else value
 
 
 def snapshot_files(folder: Path) -> dict[str, bytes]:

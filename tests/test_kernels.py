@@ -86,13 +86,13 @@ def test_an_unknown_choice_is_an_error(user) -> None:
 @pytest.mark.parametrize("user", USERS)
 def test_a_module_that_may_run_its_kernels_imports_them_at_once(user, kernel) -> None:
     # The train stage fingerprints the source of the nerf modules imported before training
-    # (resume.code_digest); the kernels' module must be among them, not imported later.
+    # (resume.code_digests); the kernels' module must be among them, not imported later.
     # auto runs them only on CUDA, so without CUDA it skips the import (about a second).
     pytest.importorskip("triton")
     make, _, _, _, kernels = USERS[user]
     script = (f"import sys; sys.path.insert(0, 'tests'); from test_kernels import {make.__name__}; "
-              f"from nerf.resume import code_digest; before = code_digest(); {make.__name__}({kernel!r}); "
-              f"print({kernels!r} in sys.modules, code_digest() != before)")
+              f"from nerf.resume import code_digests; before = code_digests(); {make.__name__}({kernel!r}); "
+              f"print({kernels!r} in sys.modules, code_digests() != before)")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
                           check=True)
     imported = kernel == "triton" or (kernel == "auto" and torch.cuda.is_available())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -260,7 +261,7 @@ def _trained(repo: Path) -> tuple[dict, dict[str, bytes]]:
     return weights, history
 
 
-def test_killed_training_resumes_to_the_same_result(repo_copy):
+def test_killed_training_resumes_to_the_same_result(repo_copy, monkeypatch):
     steps = 150
     set_params(repo_copy / "params.yaml",
                {"train.steps": steps, "train.checkpoint_every": 20, "train.val_every": 50})
@@ -306,10 +307,19 @@ def test_killed_training_resumes_to_the_same_result(repo_copy):
 
     # A changed param invalidates the checkpoint: training starts over and says why. Model
     # params shape training as much as train's do.
-    set_params(repo_copy / "params.yaml", {"train.lr": 0.005, "model.fast.grid_threshold": 0.02})
+    # A kernel choice imports its kernels' module (here unused: outside the interpreter the
+    # CPU runs the PyTorch code), which is said as that module coming into use, not as a
+    # change of the code.
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    set_params(repo_copy / "params.yaml", {"train.lr": 0.005, "model.fast.grid_threshold": 0.02,
+                                           "model.fast.march_kernel": "triton"})
     changed = run("dvc", "repro", "train", cwd=repo_copy).stdout
     assert "starting over from step 0" in changed and "train.lr: None -> 0.005" in changed
     assert "model.fast.grid_threshold: 0.01 -> 0.02" in changed
+    assert "model.fast.march_kernel: 'auto' -> 'triton'" in changed
+    assert "changed" not in changed.partition("different inputs")[2].partition("starting over")[0]
+    if importlib.util.find_spec("triton"):
+        assert "nerf.march_kernel: not in use -> in use" in changed
 
 
 def test_queued_sweep_compares_in_one_sorted_table(repo_copy):

@@ -34,7 +34,7 @@ def test_fingerprint_covers_params_input_bytes_code_and_device(tmp_path) -> None
     base = _fingerprint(tmp_path)
     assert base == _fingerprint(tmp_path)
     assert base["device"] == "cpu" and base["torch version"] == torch.__version__
-    assert len(base["code of the nerf package"]) == 64
+    assert len(base["code of nerf.resume"]) == 64 and len(base["code of nerf.io"]) == 64
     other_data = _fingerprint(tmp_path, data=b"other views")
     assert resume.differences(base, other_data) == [f"file {tmp_path / 'train.npz'} changed"]
     other_params = _fingerprint(tmp_path, params={**PARAMS, "train": {"steps": 200, "lr": 0.005}})
@@ -128,21 +128,41 @@ def test_log_files_round_trip(tmp_path) -> None:
     assert (target / "plots/images/val/3.png").read_bytes() == png
 
 
-def test_the_code_digest_follows_the_modules_bytes(tmp_path, monkeypatch) -> None:
+def test_the_code_entries_follow_each_modules_bytes_and_use(tmp_path, monkeypatch) -> None:
     package = tmp_path / "somepkg"
     package.mkdir()
     (package / "__init__.py").write_text("X = 1\n")
     (package / "part.py").write_text("Y = 2\n")
+    (package / "kernel.py").write_text("Z = 3\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    import somepkg.part  # noqa: F401
+    import somepkg.part
 
     try:
-        before = resume.code_digest("somepkg")
+        before = resume.code_digests("somepkg")
+        assert sorted(before) == ["code of somepkg", "code of somepkg.part"]
         (package / "part.py").write_text("Y = 3\n")  # an edit, names unchanged
-        assert resume.code_digest("somepkg") != before
+        edited = resume.code_digests("somepkg")
+        assert resume.differences(before, edited) == ["code of somepkg.part changed"]
+        # Another module coming into use (a kernel choice imports its kernels' module) is
+        # said as such, not as an edit of the package's code.
+        import somepkg.kernel  # noqa: F401
+
+        assert resume.differences(edited, resume.code_digests("somepkg")) == [
+            "somepkg.kernel: not in use -> in use"]
+        assert resume.differences(resume.code_digests("somepkg"), edited) == [
+            "somepkg.kernel: in use -> not in use"]
     finally:
-        for name in ("somepkg", "somepkg.part"):
+        for name in ("somepkg", "somepkg.part", "somepkg.kernel"):
             sys.modules.pop(name, None)
+
+
+def test_a_checkpoint_from_before_per_module_entries_says_the_code_changed(tmp_path) -> None:
+    new = _fingerprint(tmp_path)
+    old = {key: value for key, value in new.items() if not key.startswith(resume.CODE)}
+    old["code of the nerf package"] = "0" * 64  # how checkpoints before session 22 named it
+    said = resume.differences(old, new)
+    assert "code of the nerf package changed" in said
+    assert "nerf.resume: not in use -> in use" in said
 
 
 def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path) -> None:
