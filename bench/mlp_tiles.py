@@ -1,7 +1,8 @@
 """Time of seed's MLP forward and backward per tiling of its Triton kernels (nerf.mlp_kernel),
-against the PyTorch code under bf16 autocast, as it is and with its encoding padded to a
-multiple of 8 columns: the network alone, at the seed's configuration (one 100x100 image of
-80 samples a step = 800,000 samples; params.yaml's model.seed).
+against the PyTorch code under bf16 autocast, as it is and with two changes (the encoding
+padded to a multiple of 8 columns; bias and ReLU in the matrix products): the network alone,
+at the seed's configuration (one 100x100 image of 80 samples a step = 800,000 samples;
+params.yaml's model.seed).
 
 Each tiling is ROWS/N/K/WARPS/STAGES (nerf.mlp_kernel's BLOCK_ROWS, BLOCK_N, BLOCK_K, WARPS,
 STAGES); its outputs are compared with the first tiling's (max_difference: the same sums in
@@ -18,6 +19,7 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -33,6 +35,23 @@ from nerf.errors import ConfigError, run_stage
 from nerf.fields import SeedField, cat_features
 
 TILES = ("BLOCK_ROWS", "BLOCK_N", "BLOCK_K", "WARPS", "STAGES")
+
+
+class _LinearReLU(torch.autograd.Function):
+    """relu(x w^T + b) as one ``torch._addmm_activation`` (no autograd formula of its own):
+    x (n, k), w (m, k), b (m,) -> (n, m)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = torch._addmm_activation(b, x, w.t())
+        ctx.save_for_backward(x, w, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        x, w, out = ctx.saved_tensors
+        masked = grad.masked_fill(out <= 0, 0)
+        return (masked @ w if ctx.needs_input_grad[0] else None), masked.t() @ x, masked.sum(0)
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: int) -> float:
@@ -86,34 +105,49 @@ def main() -> None:
         (out * upstream).sum().backward()
         return out
 
-    # The encoding is 126 columns and the skip layer's input 382: rows of 252 and 764 bytes in
-    # bf16, which cuBLAS's fastest (TMA) kernels cannot load, as they need 16-byte multiples
-    # (session 9's profile shows older cutlass kernels at ~1.8 ms of the ~22.7-ms step). The
-    # same network with the encoding zero-padded to a multiple of 8 columns, and the weights
-    # that read it with as many zero columns: the same values, aligned rows.
+    # Two changes to the PyTorch code, timed here before any is made in nerf.fields:
+    # - Aligned rows. The encoding is 126 columns and the skip layer's input 382: rows of 252
+    #   and 764 bytes in bf16, which cuBLAS's fastest (TMA) kernels cannot load, as they need
+    #   16-byte multiples (session 9's profile shows older cutlass kernels at ~1.8 ms of the
+    #   ~22.7-ms step). Here the encoding is zero-padded to a multiple of 8 columns, and the
+    #   weights that read it get as many zero columns: the same values, aligned rows.
+    # - Bias and ReLU in the matrix product's epilogue (torch._addmm_activation, cuBLASLt's
+    #   RELU_BIAS on CUDA), not in a pass of their own over each layer's output (clamp_min,
+    #   ~2.2 ms of that step).
     pad = -fourier_dim(6, config.frequencies) % 8
 
-    def aligned() -> torch.Tensor:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            x = F.pad(fourier_encode(inputs, config.frequencies, torch.pi), (0, pad))
-            h = x
-            for i, layer in enumerate(layers):
-                if i == field.mlp.skip and i > 0:
-                    h = cat_features(h, x)
-                weight = F.pad(layer.weight, (0, pad)) if i == 0 or i == field.mlp.skip else layer.weight
-                h = F.relu(F.linear(h, weight, layer.bias))
-            out = field.head(h).float()
-        (out * upstream).sum().backward()
-        return out
+    def variant(padding: int, epilogue: bool) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                x = F.pad(fourier_encode(inputs, config.frequencies, torch.pi), (0, padding))
+                h = x
+                for i, layer in enumerate(layers):
+                    if i == field.mlp.skip and i > 0:
+                        h = cat_features(h, x)
+                    padded = i == 0 or i == field.mlp.skip
+                    weight = F.pad(layer.weight, (0, padding)) if padded else layer.weight
+                    if epilogue:
+                        h = _LinearReLU.apply(*(t.to(torch.bfloat16) for t in (h, weight, layer.bias)))
+                    else:
+                        h = F.relu(F.linear(h, weight, layer.bias))
+                out = field.head(h).float()
+            (out * upstream).sum().backward()
+            return out
+
+        return run
 
     reference = pytorch().detach()
     reference_ms = round(timed(pytorch, device, args.repeats, args.warmup), 3)
     rows = [{"code": "pytorch (bf16 autocast)", "ms": reference_ms, "max_difference": ""}]
     print(f"{machine(device)}, {args.samples} samples, {config.depth}x{config.width}: {rows[0]}", flush=True)
-    rows.append({"code": f"pytorch (bf16 autocast), encoding padded by {pad} columns",
-                 "ms": round(timed(aligned, device, args.repeats, args.warmup), 3),
-                 "max_difference": float((aligned().detach() - reference).abs().max())})
-    print(rows[-1], flush=True)
+    for padding, epilogue in ((pad, False), (0, True), (pad, True)):
+        changes = ([f"encoding padded by {padding} columns"] if padding else []) + (
+            ["bias and ReLU in the epilogue"] if epilogue else [])
+        run = variant(padding, epilogue)
+        rows.append({"code": f"pytorch (bf16 autocast), {', '.join(changes)}",
+                     "ms": round(timed(run, device, args.repeats, args.warmup), 3),
+                     "max_difference": float((run().detach() - reference).abs().max())})
+        print(rows[-1], flush=True)
     first = None
     for tiling in tilings:
         for name, value in tiling.items():
