@@ -2,6 +2,8 @@
 #   make pipeline   set up .venv and run the whole DVC pipeline on the embedded sample
 #   make test       set up .venv and run the test suite (what CI runs)
 VENV ?= .venv
+# The Python that makes .venv: 3.11 or later (e.g. make pipeline PYTHON=python3.12).
+PYTHON ?= python3
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -20,7 +22,7 @@ setup: $(VENV)/.installed
 # The pipeline needs the project alone; the tests also pytest, PyYAML and Triton (the fused
 # kernels' tests run in its interpreter on the CPU: ~640 MB a pipeline run has no use for).
 $(VENV)/.installed: pyproject.toml constraints.txt
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
 	touch $@
 

@@ -44,8 +44,8 @@ BLOCK_N = 128  # output columns per product
 
 @triton.jit
 def _bf16(x):
-    """float32 -> bf16, rounded to nearest even (the GPU's conversion; Triton 3.6's interpreter
-    truncates, so there the rounding is done on the bits first)."""
+    """float32 -> bf16, rounded to nearest even (the GPU's conversion; the interpreters of
+    Triton 3.6 and 3.7 truncate, so there the rounding is done on the bits first)."""
     if INTERPRETED:
         bits = x.to(tl.uint32, bitcast=True)
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
@@ -64,7 +64,7 @@ def _product(src, src_stride, k_size, weights, w_stride_k, w_stride_n, n0, rows,
         ks = k + tl.arange(0, BLOCK_K)
         a = tl.load(src + rows[:, None] * src_stride + ks[None, :], mask=live[:, None], other=0.0)
         b = tl.load(weights + ks[:, None] * w_stride_k + cols[None, :] * w_stride_n)
-        if INTERPRETED:  # Triton 3.6's interpreter multiplies bf16 as integers: the same values in float32
+        if INTERPRETED:  # Triton 3.6's and 3.7's interpreters multiply bf16 as integers: float32 here
             a, b = a.to(tl.float32), b.to(tl.float32)
         acc = tl.dot(a, b, acc)
     return acc
