@@ -71,6 +71,8 @@ def differences(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
         if before == after:
             continue
         module = key.removeprefix(CODE)
+        # A module name has no spaces; checkpoints from before session 22 have one entry,
+        # "code of the nerf package", which then reads as changed.
         if key.startswith(CODE) and None in (before, after) and " " not in module:
             use = "not in use -> in use" if before is None else "in use -> not in use"
             changed.append(f"{module}: {use}")
