@@ -3,7 +3,7 @@
 The checkpoint holds the training loop's whole state (``training._Loop.state``), the
 DVCLive files logged up to it, and a *fingerprint* of everything that shapes training:
 the params the train stage reads, the bytes of its input views, the source of each nerf
-module in use, the torch version and the device type. A run resumes only from a
+module in use and of the stage's script, the torch version and the device type. A run resumes only from a
 checkpoint with the same fingerprint; otherwise it starts over and says which entries
 changed.
 """
@@ -51,12 +51,19 @@ def code_digests(package: str = "nerf") -> dict[str, str]:
     return digests
 
 
-def fingerprint(params: Mapping[str, Any], inputs: Iterable[Path], device: torch.device) -> dict[str, str]:
-    """Flat {name: value} of what a resumed run must share with the checkpoint's run."""
+def fingerprint(params: Mapping[str, Any], inputs: Iterable[Path], device: torch.device,
+                script: Path | None = None) -> dict[str, str]:
+    """Flat {name: value} of what a resumed run must share with the checkpoint's run.
+
+    ``script``: the stage script that trains (its ``__file__``), entered as ``code of
+    stages/train.py``: DVC reruns the stage when the script changes, and a checkpoint made
+    by the old script must then not be finished as if nothing had."""
     entries = flatten(params)
     for path in inputs:
         entries[f"file {path}"] = sha256_file(path)
     entries.update(code_digests())
+    if script is not None:
+        entries[f"{CODE}{script.parent.name}/{script.name}"] = sha256_file(script)
     entries["torch version"] = str(torch.__version__)
     entries["device"] = device.type
     return entries
@@ -71,9 +78,10 @@ def differences(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
         if before == after:
             continue
         module = key.removeprefix(CODE)
-        # A module name has no spaces; checkpoints from before session 22 have one entry,
-        # "code of the nerf package", which then reads as changed.
-        if key.startswith(CODE) and None in (before, after) and " " not in module:
+        # Only a module comes into use. A script's entry ("code of stages/train.py") and the
+        # one entry of checkpoints from before session 22 ("code of the nerf package") are
+        # not module names, so a checkpoint without them reads as made by other code.
+        if key.startswith(CODE) and None in (before, after) and _is_module_name(module):
             use = "not in use -> in use" if before is None else "in use -> not in use"
             changed.append(f"{module}: {use}")
         elif key.startswith(("file ", CODE)):
@@ -81,6 +89,10 @@ def differences(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
         else:
             changed.append(f"{key}: {_shown(before)} -> {_shown(after)}")
     return changed
+
+
+def _is_module_name(name: str) -> bool:
+    return all(part.isidentifier() for part in name.split("."))
 
 
 def _shown(value: str | None) -> str:

@@ -47,13 +47,14 @@ def main() -> None:
           + (f" or {params.train.time_budget:g} s" if params.train.time_budget else ""))
 
     # What a checkpoint must share with this run to be resumed: the params this stage reads
-    # (how often checkpoints are written does not change the result), inputs, code.
+    # (how often checkpoints are written does not change the result), inputs, code (this
+    # script's too).
     shaping = {
         "data": {"near": params.data.near, "far": params.data.far},
         "model": to_dict(params.model),
         "train": {k: v for k, v in to_dict(params.train).items() if k != "checkpoint_every"},
     }
-    fingerprint = resume.fingerprint(shaping, inputs, device)
+    fingerprint = resume.fingerprint(shaping, inputs, device, script=Path(__file__))
     checkpoint = args.checkpoints / resume.CHECKPOINT
     start = resume.load(checkpoint, fingerprint, params.train.steps, params.train.time_budget)
     print(f"train: {start.message}")

@@ -321,6 +321,13 @@ def test_killed_training_resumes_to_the_same_result(repo_copy, monkeypatch):
     if importlib.util.find_spec("triton"):
         assert "nerf.march_kernel: not in use -> in use" in changed
 
+    # An edit of the stage script, which DVC reruns the stage for, does not finish the
+    # checkpoint's complete run as if nothing had changed: training starts over.
+    with open(repo_copy / "stages/train.py", "a") as script:
+        script.write("# edited\n")
+    edited = run("dvc", "repro", "train", cwd=repo_copy).stdout
+    assert "(code of stages/train.py changed); starting over from step 0" in edited
+
 
 def test_queued_sweep_compares_in_one_sorted_table(repo_copy):
     run("dvc", "repro", cwd=repo_copy)

@@ -165,6 +165,20 @@ def test_a_checkpoint_from_before_per_module_entries_says_the_code_changed(tmp_p
     assert "nerf.resume: not in use -> in use" in said
 
 
+def test_the_stage_script_is_part_of_the_fingerprint(tmp_path) -> None:
+    script = tmp_path / "stages" / "train.py"
+    script.parent.mkdir()
+    script.write_text("SEED = 0\n")
+    before = resume.fingerprint(PARAMS, [], CPU, script=script)
+    assert len(before["code of stages/train.py"]) == 64
+    script.write_text("SEED = 12345\n")
+    after = resume.fingerprint(PARAMS, [], CPU, script=script)
+    assert resume.differences(before, after) == ["code of stages/train.py changed"]
+    # A checkpoint made before scripts were entered: the script may have changed since.
+    older = {key: value for key, value in before.items() if "stages/" not in key}
+    assert resume.differences(older, after) == ["code of stages/train.py changed"]
+
+
 def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path) -> None:
     path = tmp_path / "last.pt"
     resume.save(path, _state(5), {"a": "1"}, {})
