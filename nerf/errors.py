@@ -70,11 +70,16 @@ def _size(path: Path | None) -> int | None:
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Runs a stage's ``main``; a :class:`NerfError` becomes ``error: ...`` on stderr, exit 1."""
+    """Runs a stage's ``main``; a :class:`NerfError` becomes ``error: ...`` on stderr, exit 1,
+    and so does an OSError (a full disk, a permission) that no closer code named a file for."""
     try:
         main()
     except NerfError as err:
         print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or describe(err)}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

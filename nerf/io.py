@@ -4,7 +4,9 @@ old one) and content digests."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -110,8 +112,11 @@ def atomic_dir(path: str | Path, holds: Collection[str] | None = None) -> Iterat
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
     try:
         yield tmp
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        named = _named_after_output(err, tmp, given)
+        if named is not None:
+            raise named from err
         raise
     old = path.parent / f".{path.name}.old-{os.getpid()}"
     try:
@@ -126,6 +131,26 @@ def atomic_dir(path: str | Path, holds: Collection[str] | None = None) -> Iterat
         raise
     if old.exists():
         shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a write that ran out of room
+
+
+def _named_after_output(err: BaseException, tmp: Path, path: str | Path) -> DataError | None:
+    """A failure to write inside :func:`atomic_dir`'s temporary folder (an OSError of a
+    library writing there, or one of our errors naming a file there), as a
+    :class:`DataError` naming the output's own path; None for other errors."""
+    inside = f"{tmp}{os.sep}"
+    if isinstance(err, OSError):
+        names = [str(f) for f in (err.filename, err.filename2) if f is not None]
+        written = [name for name in names if name.startswith(inside)]
+        # A file object's write names no file; a full disk or quota is then the output's.
+        if written or (not names and err.errno in _FULL):
+            shown = written[-1].replace(str(tmp), str(path), 1) if written else str(path)
+            return DataError(f"{shown}: cannot write it ({err.strerror or describe(err)})")
+    if isinstance(err, DataError) and inside in str(err):
+        return type(err)(str(err).replace(str(tmp), str(path)))
+    return None
 
 
 @contextlib.contextmanager
@@ -170,10 +195,16 @@ def save_torch(path: str | Path, obj: Any) -> None:
 
     Saved to a path, torch names the archive's inner folder after the file, here the
     temporary file's random name, so every save differed (and DVC saw a new model each
-    run); saved to an open file the folder is always ``archive``.
+    run); saved to a file object the folder is always ``archive``. The whole archive is
+    held in memory once (some megabytes; a full-size checkpoint with its
+    Adam moments, ~0.4 GB).
     """
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        torch.save(obj, f)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_file(path) as tmp:
+        # Written here, not by torch: its archive writer reports a full disk as "[enforce fail
+        # at inline_container.cc] unexpected pos", a write here as "No space left on device".
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def json_text(data: Any) -> str:

@@ -144,3 +144,20 @@ def cpu_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def file_size_limit(nbytes: int):
+    """Runs the block with writes past ``nbytes`` of any file failing as a full disk would fail
+    them (the kernel's RLIMIT_FSIZE: ``OSError`` EFBIG, "File too large"), then lifts it."""
+    import resource
+    import signal
+
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the signal kills the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, before[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, before)
+        signal.signal(signal.SIGXFSZ, handler)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import file_size_limit
 
-from nerf.errors import DataError
+from nerf.errors import DataError, run_stage
 from nerf.io import _temp_prefix, atomic_dir, atomic_file, save_torch, sha256_file
 
 
@@ -122,6 +123,50 @@ def test_a_write_that_fails_names_the_output_not_its_temporary(tmp_path) -> None
           atomic_file(tmp_path / "out.bin") as tmp):
         raise OSError(28, "No space left on device", str(tmp))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics"]
+
+
+def test_a_file_too_large_to_write_keeps_the_old_and_names_the_output(tmp_path) -> None:
+    model = tmp_path / "models" / "model.pt"
+    save_torch(model, {"weights": torch.zeros(10)})
+    old = model.read_bytes()
+    with (file_size_limit(1 << 16),
+          pytest.raises(DataError, match=r"^\S*models/model\.pt: cannot write it \(File too large\)$")):
+        save_torch(model, {"weights": torch.zeros(100_000)})  # 400 kB
+    assert model.read_bytes() == old and os.listdir(model.parent) == ["model.pt"]
+
+    # Inside a folder written atomically: a file object's write names no file, a library's
+    # copy names its temporary target; either way the error names the output.
+    renders = tmp_path / "renders"
+    renders.mkdir()
+    (renders / "a.png").write_bytes(b"old")
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(1 << 17))
+    full = r"cannot write it \(File too large\)$"
+    with (file_size_limit(1 << 16), pytest.raises(DataError, match=rf"^\S*/renders: {full}"),
+          atomic_dir(renders) as tmp, open(tmp / "a.png", "wb") as f):
+        f.write(bytes(1 << 17))
+    with (file_size_limit(1 << 16), pytest.raises(DataError, match=rf"^\S*/renders/sub/big\.bin: {full}"),
+          atomic_dir(renders) as tmp):
+        (tmp / "sub").mkdir()
+        shutil.copyfile(big, tmp / "sub" / "big.bin")
+    # Our own errors naming a file inside the temporary folder name the output's path too.
+    with (pytest.raises(DataError, match=r"^\S*/renders/x\.png/y: cannot write it \(File exists\)$"),
+          atomic_dir(renders) as tmp):
+        (tmp / "x.png").write_bytes(b"a file where a folder goes")
+        with atomic_file(tmp / "x.png" / "y"):
+            pass
+    assert os.listdir(renders) == ["a.png"] and (renders / "a.png").read_bytes() == b"old"
+    assert sorted(os.listdir(tmp_path)) == ["big.bin", "models", "renders"]
+
+
+def test_a_stage_reports_an_os_error_in_one_line(capsys) -> None:
+    def main() -> None:
+        raise PermissionError(13, "Permission denied", "data/split/train.npz")
+
+    with pytest.raises(SystemExit) as stop:
+        run_stage(main)
+    assert stop.value.code == 1
+    assert capsys.readouterr().err == "error: data/split/train.npz: Permission denied\n"
 
 
 def test_temporaries_of_killed_processes_are_removed_on_the_next_write(tmp_path) -> None:
