@@ -101,7 +101,9 @@ def _extract(archive: Path, folder: Path, label: str) -> Path:
 def download(config: DataConfig, out: str | Path) -> dict[str, Any]:
     """Fetches and validates ``config.source`` into ``out``; returns what ``source.json`` holds."""
     source = config.source
-    with atomic_dir(out) as tmp:
+    # A folder a download wrote (its source.json) holds some scene's files, to be replaced;
+    # any other must be new or empty: a mistyped --out must not delete the user's files.
+    with atomic_dir(out, holds=None if (Path(out) / RAW_INFO).is_file() else ()) as tmp:
         scratch = tmp / ".fetch"
         if is_url(source):
             if config.sha256 is None:

@@ -112,7 +112,7 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
 
     metrics = _rows(_run([dvc, "metrics", "diff", *revs, "--md", "--all"], root, "dvc metrics diff"))
     params = _rows(_run([dvc, "params", "diff", *revs, "--md"], root, "dvc params diff"))
-    with atomic_dir(out.parent / "plots") as tmp:
+    with atomic_dir(out.parent / "plots", holds=("index.html", "static")) as tmp:
         _run([dvc, "plots", "diff", *revs, "-o", str(tmp)], root, "dvc plots diff")
     plots = out.parent / "plots"
     index = plots / "index.html"

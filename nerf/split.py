@@ -187,7 +187,7 @@ def split(raw: str | Path, out: str | Path, config: SplitConfig, min_side: int =
                       f"(of the source's {source['width']}x{source['height']}),")
         raise ConfigError(f"{views} too small for evaluate's SSIM window (eval.ssim_kernel): "
                           f"it needs at least {min_side} pixels on each side")
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, holds=(*(f"{part}.npz" for part in parts), "manifest.json")) as tmp:
         for part, views in parts.items():
             save_views(tmp / f"{part}.npz", views)
         write_json(tmp / "manifest.json", manifest)

@@ -24,6 +24,9 @@ from nerf.models import build_model
 from nerf.training import pick_device, save_checkpoint, train
 from nerf.views import load_views
 
+MODEL_FILE = "model.pt"
+LIVE_FILES = ("metrics.json", "plots")  # what DVCLive writes into --live, as configured below
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.splitlines()[0])
@@ -60,7 +63,8 @@ def main() -> None:
     print(f"train: {start.message}")
     args.checkpoints.mkdir(parents=True, exist_ok=True)
 
-    with atomic_dir(args.live) as live_dir, atomic_dir(args.out) as out_dir:
+    with (atomic_dir(args.live, holds=LIVE_FILES) as live_dir,
+          atomic_dir(args.out, holds=(MODEL_FILE,)) as out_dir):
         resume.restore_files(start.logs, live_dir)
         with Live(str(live_dir), resume=start.state is not None, save_dvc_exp=False, dvcyaml=None,
                   report=None) as live:
@@ -76,7 +80,7 @@ def main() -> None:
         # Training seconds stay out of the model (they are in metrics/train): the same training
         # then writes the same bytes, and DVC sees an unchanged model.
         record = {k: v for k, v in summary._asdict().items() if k != "seconds"}
-        save_checkpoint(out_dir / "model.pt", model, params.model, {"train_summary": record})
+        save_checkpoint(out_dir / MODEL_FILE, model, params.model, {"train_summary": record})
     val_text = f", validation PSNR {summary.val_psnr:.2f} dB" if summary.val_psnr is not None else ""
     print(f"train: {summary.steps} steps in {summary.seconds:.1f} s "
           f"({summary.steps / summary.seconds:.2f} steps/s), "

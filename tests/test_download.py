@@ -25,16 +25,17 @@ def sha256(path: Path) -> str:
 
 @pytest.fixture
 def old_raw(tmp_path) -> Path:
-    """An existing data/raw that failed downloads must leave alone."""
+    """An existing data/raw (an earlier download's: its source.json) that failed downloads must
+    leave alone."""
     raw = tmp_path / "data" / "raw"
     raw.mkdir(parents=True)
-    (raw / "marker.txt").write_text("old")
+    (raw / "source.json").write_text("old")
     return raw
 
 
 def assert_untouched(raw: Path) -> None:
-    assert sorted(p.name for p in raw.iterdir()) == ["marker.txt"]
-    assert (raw / "marker.txt").read_text() == "old"
+    assert sorted(p.name for p in raw.iterdir()) == ["source.json"]
+    assert (raw / "source.json").read_text() == "old"
     assert sorted(p.name for p in raw.parent.iterdir()) == ["raw"]  # no temporary leftovers
 
 
@@ -50,9 +51,22 @@ def test_sample(tmp_path):
 def test_local_npz_replaces_old(old_raw):
     source = shared_path("tiny_lego.npz")
     info = download(DataConfig(source=str(source), sha256=sha256(source)), old_raw)
-    assert not (old_raw / "marker.txt").exists()
+    assert sorted(p.name for p in old_raw.iterdir()) == ["scene.npz", "source.json"]
+    assert json.loads((old_raw / "source.json").read_text()) == info
     assert (old_raw / "scene.npz").read_bytes() == source.read_bytes()
     assert info["sha256"] == sha256(source) and info["views"] == 80
+
+
+def test_a_folder_of_the_users_own_is_not_replaced(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("important")
+    with pytest.raises(DataError, match=r"mine: holds notes\.txt, which writing this folder would delete"):
+        download(DataConfig(), mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    download(DataConfig(), tmp_path / "empty")  # a new folder, and an earlier download's, are fine
+    download(DataConfig(), tmp_path / "empty")
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["scene.npz", "source.json"]
 
 
 def test_local_blender_folder(tmp_path, make_blender, monkeypatch):

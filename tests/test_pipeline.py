@@ -156,6 +156,13 @@ def check_videos_and_novel_poses(repo: Path) -> None:
         assert refused.returncode == 1
         assert "\nerror: mine: holds notes.txt, which writing this folder would delete" in (
             "\n" + refused.stderr)
+    # Nor by a model or training logs (checked before training starts).
+    for out, live in (("mine", "metrics/train"), ("models", "mine")):
+        refused = run("python", "-m", "stages.train", "--split", "data/split", "--out", out, "--live", live,
+                      "--checkpoints", "checkpoints", cwd=repo, check=False)
+        assert refused.returncode == 1
+        assert "\nerror: mine: holds notes.txt, which writing this folder would delete" in (
+            "\n" + refused.stderr)
     assert sorted(p.name for p in (repo / "mine").iterdir()) == ["notes.txt"]
 
 

@@ -93,14 +93,14 @@ def table_links(markdown: str) -> list[str]:
 
 
 def test_report_between_two_commits(project, tmp_path):
-    (tmp_path / "plots").mkdir()
-    (tmp_path / "plots" / "stale.png").write_bytes(b"an earlier report's")
+    (tmp_path / "plots" / "static").mkdir(parents=True)
+    (tmp_path / "plots" / "static" / "stale.png").write_bytes(b"an earlier report's")
     out = build_report("HEAD~1", "HEAD", tmp_path / "review.md", repo=project)
     text = out.read_text()
     metrics = text.split("## Metrics")[1].split("## Params")[0]
     assert "metrics/eval.json" in metrics and "20.5" in metrics and "21.5" in metrics
     assert "ssim" in metrics  # unchanged metrics are shown too (0.9 at both)
-    assert not (tmp_path / "plots" / "stale.png").exists()  # plots/ is replaced whole
+    assert not (tmp_path / "plots" / "static" / "stale.png").exists()  # plots/ is replaced whole
     params = text.split("## Params")[1].split("## Plots")[0]
     assert "train.steps" in params and "100" in params and "300" in params
     assert "train.lr" not in params  # unchanged params are left out
@@ -119,6 +119,15 @@ def test_one_commit_under_two_names_says_so(project, tmp_path):
     text = build_report("HEAD", head, tmp_path / "review.md", repo=project).read_text()
     assert f"`HEAD` and `{head}` are the same commit ({head[:7]}): nothing differs." in text
     assert "No metric differs." in text and "No metrics found." not in text
+
+
+def test_a_plots_folder_of_the_users_own_beside_the_report_is_kept(project, tmp_path):
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "notes.txt").write_text("important")
+    with pytest.raises(DataError, match=r"plots: holds notes\.txt, which writing this folder would delete"):
+        build_report("HEAD~1", "HEAD", tmp_path / "review.md", repo=project)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plots"]
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["notes.txt"]
 
 
 def test_an_experiment_is_named_as_dvc_exp_show_lists_it(project, tmp_path):

@@ -285,16 +285,23 @@ def test_split_is_deterministic(raw, tmp_path):
 def test_stage_script_error_keeps_old_output(raw, tmp_path):
     out = tmp_path / "data" / "split"
     out.mkdir(parents=True)
-    (out / "marker.txt").write_text("old")
+    (out / "manifest.json").write_text("old")
     write_params(tmp_path, split={"strategy": "official"})
     result = run_script("split.py", "--raw", str(raw), "--out", "data/split", cwd=tmp_path)
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "split.strategy official" in lines[0]
-    assert [p.name for p in out.iterdir()] == ["marker.txt"]
+    assert [p.name for p in out.iterdir()] == ["manifest.json"]
+    assert (out / "manifest.json").read_text() == "old"
     assert len(list(out.parent.iterdir())) == 1  # no temporary leftovers
     write_params(tmp_path, split={"image_size": 20})
+    # A folder of the user's own is not replaced (it would be deleted); the split's own is.
+    (out / "notes.txt").write_text("important")
+    result = run_script("split.py", "--raw", str(raw), "--out", "data/split", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: data/split: holds notes.txt, which writing this folder would")
+    (out / "notes.txt").unlink()
     result = run_script("split.py", "--raw", str(raw), "--out", "data/split", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "60 train / 4 val / 16 test views of 20x20" in result.stdout
