@@ -5,8 +5,9 @@ and builds them; an unknown key, a missing key, a value of the wrong type or out
 range fails at once with a :class:`ConfigError` whose message names the full key
 (``train.steps``) and what is allowed.
 
-Range limits live on the fields (``field(metadata=...)``), cross-field rules in
-``__post_init__``; both are enforced for configs built in code, too.
+Range limits and allowed values live on the fields (``field(metadata=...)``) and are
+checked by :func:`build`, which :func:`load_params` uses; cross-field rules live in
+``__post_init__``, so they hold for configs built in code, too.
 """
 
 from __future__ import annotations
@@ -304,7 +305,7 @@ def gaussian_window_size(sigma: float) -> int:
 @dataclass(frozen=True)
 class EvalConfig:
     ssim_kernel: int = _range(11, ge=3)
-    ssim_sigma: float = _range(1.5, gt=0.0)
+    ssim_sigma: float = _range(1.5, gt=0.0, le=100.0)  # 100: a 701-pixel window
 
     def __post_init__(self) -> None:
         window = gaussian_window_size(self.ssim_sigma)
@@ -408,6 +409,10 @@ def build(cls: type[_T], values: dict[str, Any], prefix: str = "") -> _T:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     what = "key" if prefix else "section"  # the top level's keys are the sections
+    for name in values:
+        if not isinstance(name, str):  # `1: a` or `[a, b]: c` in the YAML
+            raise ConfigError(f"{what} {name!r}" + (f" in {prefix}" if prefix else "")
+                              + f" is not a name; expected {what}s: {', '.join(names)}")
     unknown = sorted(set(values) - set(names))
     if unknown:
         keys = ", ".join(f"{prefix}.{k}" if prefix else k for k in unknown)
@@ -449,9 +454,16 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     """Reads and validates the whole ``params.yaml``."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found; expected the pipeline's params.yaml") from None
+    except OSError as err:  # a folder, no permission
+        raise ConfigError(f"{path}: cannot read it ({err.strerror or err}); expected the pipeline's "
+                          "params.yaml") from None
+    except UnicodeDecodeError as err:
+        line = err.object[:err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} on line {line}); "
+                          "YAML files are UTF-8") from None
     try:
         values = parse_yaml(text)
     except YAMLError as err:

@@ -80,6 +80,10 @@ def test_round_trip_of_defaults(tmp_path):
         (lambda p: p["eval"].update(ssim_sigma=float("nan")), "eval.ssim_sigma", "finite"),
         (lambda p: p["eval"].update(ssim_kernel=7), "eval.ssim_kernel", "window for that sigma is 11"),
         (lambda p: p["eval"].update(ssim_sigma=True), "eval.ssim_sigma", "must be a number, got True"),
+        (lambda p: p["eval"].update(ssim_sigma=1e308), "eval.ssim_sigma", "must be <= 100.0, got 1e+308"),
+        (lambda p: p["train"].update({1: "a", "foo": "b"}), "train",
+         "key 1 in train is not a name; expected keys: steps,"),
+        (lambda p: p.update({2: "b"}), "section 2", "is not a name; expected sections: data, split,"),
         (lambda p: p["render"].update(chunk="big"), "render.chunk", "an integer or null, got 'big'"),
         (lambda p: p["train"].update(lr="fast"), "train.lr", "a number or null, got 'fast'"),
         (lambda p: p["train"].update(lr=float("inf")), "train.lr", "must be a finite number, got inf"),
@@ -123,6 +127,15 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("- a list")
     with pytest.raises(ConfigError, match="mapping"):
         load_params(bad)
+    bad.write_text("[a, b]: c\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: section \('a', 'b'\) is not a name; expected"):
+        load_params(bad)
+    bad.write_bytes(b"data:\n  source: caf\xe9\n")  # Latin-1, not UTF-8
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not UTF-8 text \(byte 0xe9 on line 2\); YAML files"):
+        load_params(bad)
+    (tmp_path / "params.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"params\.yaml: cannot read it \(Is a directory\); expected the"):
+        load_params(tmp_path / "params.yaml")
 
 
 def test_configs_built_in_code_are_checked_too():
