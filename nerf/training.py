@@ -440,6 +440,19 @@ def save_checkpoint(
     save_torch(path, state)
 
 
+def _check_record(state: Any) -> None:
+    """The parts of a model file that :func:`build_model` takes as they are: a TypeError or
+    ValueError (which :func:`load_checkpoint` reports) where they are not what
+    :func:`save_checkpoint` writes."""
+    if not isinstance(state, dict):
+        raise TypeError(f"expected a dict of the model's record, got {type(state).__name__}")
+    near, far, background = state["near"], state["far"], state["background"]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (near, far)) or not 0 <= near < far:
+        raise ValueError(f"near {near!r} and far {far!r}: expected finite numbers, 0 <= near < far")
+    if not (isinstance(background, Tensor) and background.shape == (3,) and background.is_floating_point()):
+        raise ValueError(f"background: expected 3 colour values, got {background!r}")
+
+
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[Model, dict]:
     """Rebuilds the model saved by :func:`save_checkpoint`; returns it and the whole record."""
     path = Path(path)
@@ -447,6 +460,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         raise DataError(f"{path}: checkpoint not found; run the train stage first (dvc repro train)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+        _check_record(state)
         config = build(ModelConfig, state["model_config"], "model")
         model = build_model(config, state["near"], state["far"], state["background"])
         model.load_state_dict(state["state_dict"])

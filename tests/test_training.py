@@ -539,19 +539,27 @@ def test_load_checkpoint_missing_file(tmp_path) -> None:
         load_checkpoint(tmp_path / "nope.pt")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not a checkpoint", "unknown config key"])
+# A model file's record, damaged (None: its bytes cut short).
+DAMAGES = {
+    "truncated": None,
+    "not a checkpoint": lambda record: {"weights": torch.zeros(3)},
+    "a tensor, not a record": lambda record: torch.zeros(3),
+    "unknown config key": lambda record: {**record, "model_config": {**record["model_config"], "colour": 1}},
+    "background as a list": lambda record: {**record, "background": [1.0, 1.0, 1.0]},
+    "near past far": lambda record: {**record, "near": 6.0, "far": 2.0},
+    "near not a number": lambda record: {**record, "near": float("nan")},
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_load_checkpoint_names_a_damaged_file(tmp_path, damage) -> None:
     model, config = fast_model(4)
     path = tmp_path / "model.pt"
     save_checkpoint(path, model, config)
-    if damage == "truncated":
+    if DAMAGES[damage] is None:
         path.write_bytes(path.read_bytes()[:1000])
-    elif damage == "not a checkpoint":
-        torch.save({"weights": torch.zeros(3)}, path)
     else:
-        state = torch.load(path, weights_only=True)
-        state["model_config"]["fast"]["colour"] = 1
-        torch.save(state, path)
+        torch.save(DAMAGES[damage](torch.load(path, weights_only=True)), path)
     expected = r"model\.pt: not a model checkpoint this code can read \(\w+.*\); retrain"
     with pytest.raises(DataError, match=expected):
         load_checkpoint(path)
