@@ -4,6 +4,7 @@ writes and training and evaluation read."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import zipfile
 from pathlib import Path
 
@@ -88,18 +89,39 @@ def load_views(path: str | Path) -> Views:
             missing = {"images", "poses", "focal", "names", "background"} - set(data.files)
             if missing:
                 raise DataError(f"{path}: missing arrays {sorted(missing)}; not a split file")
-            alpha = data["alpha"].astype(np.float32) if "alpha" in data.files else None
-            if alpha is not None and alpha.shape != data["images"].shape[:3]:
-                raise DataError(f"{path}: alpha has shape {alpha.shape}, expected {data['images'].shape[:3]} "
-                                "(one value per pixel); rerun the split stage")
-            return Views(
+            views = Views(
                 images=data["images"].astype(np.float32),
                 poses=data["poses"].astype(np.float32),
                 focal=float(data["focal"]),
-                names=tuple(str(n) for n in data["names"]),
+                names=tuple(str(n) for n in np.atleast_1d(data["names"])),
                 background=data["background"].astype(np.float32),
-                alpha=alpha,
+                alpha=data["alpha"].astype(np.float32) if "alpha" in data.files else None,
             )
     except UNREADABLE as err:
         raise DataError(f"{path}: not a readable split file ({describe(err, path)}); rerun the split stage "
                         "(dvc repro -f split)") from None
+    problem = _inconsistency(views)
+    if problem:
+        raise DataError(f"{path}: {problem}; rerun the split stage (dvc repro -f split)")
+    return views
+
+
+def _inconsistency(views: Views) -> str | None:
+    """What in ``views`` breaks the shapes and ranges :class:`Views` documents, or None."""
+    images = views.images
+    if images.ndim != 4 or images.shape[-1] != 3:
+        return f"images has shape {images.shape}, expected (views, height, width, 3)"
+    n = images.shape[0]
+    if images.size and not (np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1):
+        return "images: expected colours in [0, 1]"
+    if views.poses.shape != (n, 4, 4) or not np.isfinite(views.poses).all():
+        return f"poses has shape {views.poses.shape}, expected ({n}, 4, 4) finite camera-to-world matrices"
+    if len(views.names) != n:
+        return f"{len(views.names)} names for {n} images"
+    if not (math.isfinite(views.focal) and views.focal > 0):
+        return f"focal is {views.focal}, expected a positive number of pixels"
+    if views.background.shape != (3,):
+        return f"background has shape {views.background.shape}, expected (3,): one colour"
+    if views.alpha is not None and views.alpha.shape != images.shape[:3]:
+        return f"alpha has shape {views.alpha.shape}, expected {images.shape[:3]} (one value per pixel)"
+    return None

@@ -211,6 +211,24 @@ def test_alpha_of_the_wrong_shape_is_named(tmp_path):
         load_views(tmp_path / "v.npz")
 
 
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda v: {"names": ("a", "b", "c")}, r"3 names for 8 images"),
+    (lambda v: {"images": v.images * 255}, r"images: expected colours in \[0, 1\]"),
+    (lambda v: {"images": np.where(v.images > 0.5, np.nan, v.images)}, r"images: expected colours in"),
+    (lambda v: {"images": v.images[..., 0]}, r"images has shape \(8, 4, 6\), expected \(views, height,"),
+    (lambda v: {"poses": v.poses[:, :3]}, r"poses has shape \(8, 3, 4\), expected \(8, 4, 4\) finite"),
+    (lambda v: {"focal": 0.0}, r"focal is 0\.0, expected a positive number of pixels"),
+    (lambda v: {"background": np.zeros(4, np.float32)}, r"background has shape \(4,\), expected \(3,\)"),
+])
+def test_a_split_file_whose_arrays_disagree_is_named(tmp_path, change, expected):
+    views = split_scene(make_scene(), SplitConfig(val_views=0))[0]["train"]
+    save_views(tmp_path / "v.npz", dataclasses.replace(views, **change(views)))
+    with pytest.raises(DataError, match=rf"v\.npz: {expected}.*; rerun the split stage \(dvc repro -f"):
+        load_views(tmp_path / "v.npz")
+    save_views(tmp_path / "v.npz", views)  # the comparison can pass: the unchanged views load
+    assert load_views(tmp_path / "v.npz").n_views == 8
+
+
 @pytest.mark.parametrize("keep", [0, 200, -40], ids=["empty", "truncated", "last-bytes-cut"])
 def test_a_damaged_split_file_is_named_not_a_traceback(tmp_path, keep):
     save_views(tmp_path / "v.npz", split_scene(make_scene(), SplitConfig())[0]["train"])
