@@ -3,12 +3,15 @@ imageio's ffmpeg plugin) and as a looping GIF (Pillow)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import imageio.v3 as iio
+import imageio_ffmpeg
 import numpy as np
 
+from nerf.errors import DataError
 from nerf.io import atomic_file
 
 
@@ -25,10 +28,22 @@ def video_frame(rgb: np.ndarray, depth: np.ndarray, gap: int = 4) -> np.ndarray:
 
 
 def write_mp4(path: str | Path, frames: Sequence[np.ndarray], fps: float) -> None:
-    """(h, w, 3) uint8 frames (even h and w) -> H.264 MP4, atomically."""
+    """(h, w, 3) uint8 frames (even h and w) -> H.264 MP4, atomically.
+
+    ffmpeg only logs a failed write (a full disk) and exits as if it had succeeded, so the
+    file is read back (its frames counted, ~0.1 s for the default video) before it replaces
+    ``path``: a video cut short is an error, not an output."""
     with atomic_file(path) as tmp:
         iio.imwrite(tmp, np.stack(frames), extension=".mp4", fps=fps, codec="libx264", quality=8,
                     macro_block_size=2)
+        try:
+            written = imageio_ffmpeg.count_frames_and_secs(str(tmp))[0]
+        except RuntimeError:  # ffmpeg cannot read the file at all
+            written = 0
+        if written != len(frames):
+            free = shutil.disk_usage(tmp.parent).free
+            raise DataError(f"{path}: cannot write it (ffmpeg's file holds {written} of {len(frames)} "
+                            f"frames; {free:,} bytes free on its file system)")
 
 
 def write_gif(path: str | Path, frames: Sequence[np.ndarray], fps: float) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import file_size_limit
 
+from nerf.errors import DataError
 from nerf.video import video_frame, write_gif, write_mp4
 
 
@@ -53,3 +55,18 @@ def test_mp4_and_gif_hold_every_frame(tmp_path) -> None:
     # The GIF plays at the requested rate (its frame delay in ms) and loops forever.
     meta = iio.immeta(tmp_path / "v.gif")
     assert meta["duration"] == pytest.approx(1000 / 12, abs=10) and meta["loop"] == 0
+
+
+def test_an_mp4_cut_short_is_an_error_and_keeps_the_old_video(tmp_path) -> None:
+    """ffmpeg exits as if it had succeeded when a write fails (here: past the file size limit,
+    as on a full disk); the video is read back before it replaces the old one."""
+    write_mp4(tmp_path / "v.mp4", _frames(), fps=12)
+    old = (tmp_path / "v.mp4").read_bytes()
+    noise = [np.random.default_rng(i).integers(0, 256, (96, 128, 3), dtype=np.uint8) for i in range(24)]
+    with (file_size_limit(1 << 14),
+          pytest.raises(DataError, match=r"v\.mp4: cannot write it \(ffmpeg's file holds \d+ of 24 frames")):
+        write_mp4(tmp_path / "v.mp4", noise, fps=12)
+    assert (tmp_path / "v.mp4").read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
+    write_mp4(tmp_path / "v.mp4", noise, fps=12)  # without the limit, the same frames write
+    assert iio.imread(tmp_path / "v.mp4").shape == (24, 96, 128, 3)
