@@ -7,7 +7,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: pipeline test setup bench experiments
+.PHONY: pipeline test setup bench experiments gpu-wheels
 
 # `dvc exp show` trimmed to what a sweep compares: the params that differ (and always the
 # model kind and steps), validation PSNR, test PSNR and SSIM, training seconds and steps/s;
@@ -45,3 +45,11 @@ bench: setup
 experiments:
 	dvc exp show --only-changed --hide-workspace --hide-failed --hide-queued --sort-by metrics/train/metrics.json:val.psnr --sort-order desc \
 	  --drop '$(EXP_DROP)' --keep '$(EXP_KEEP)' $(EXP_ARGS)
+
+# For bench/gpu.sh on a lent GPU machine: the wheels its image lacks (it has torch, triton,
+# numpy, torchmetrics, tqdm, matplotlib, pytest; not ruamel.yaml, which nerf.config reads
+# params.yaml with), for its Python 3.12, into .gpu_wheels; carry that folder there.
+# Pure Python: ruamel.yaml's optional C extension is not needed (nerf.config parses with pure=True).
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  -c constraints.txt -d .gpu_wheels ruamel.yaml

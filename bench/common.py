@@ -14,6 +14,7 @@ import torch
 
 from nerf.config import ModelConfig, Params, SplitConfig, build, parse_yaml
 from nerf.errors import ConfigError, DataError
+from nerf.io import atomic_file
 from nerf.models import FastModel, Model, SeedModel, build_model
 from nerf.scene import load_scene
 from nerf.split import split_scene
@@ -104,11 +105,11 @@ def kernels(device: torch.device, model: Model, arithmetic: str) -> dict[str, st
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    """``rows`` (dicts with the same keys) as a CSV file with a header; makes the folder."""
+    """``rows`` (dicts with the same keys) as a CSV file with a header, atomically (a bench
+    rewrites its CSV as it goes, and a kill mid-write must keep the last whole one)."""
     if not rows:
         raise DataError(f"{path}: nothing was measured, so nothing is written")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel module is imported
 
+from triton.errors import TritonError
+
 from bench.common import REPO, machine, params_with, write_csv
 from nerf import mlp_kernel
 from nerf.encoding import fourier_dim, fourier_encode
@@ -148,20 +150,29 @@ def main() -> None:
                      "ms": round(timed(run, device, args.repeats, args.warmup), 3),
                      "max_difference": float((run().detach() - reference).abs().max())})
         print(rows[-1], flush=True)
-    first = None
-    for tiling in tilings:
-        for name, value in tiling.items():
-            setattr(mlp_kernel, name, value)
-        out = fused().detach()
-        first = out if first is None else first
-        row = {"code": "triton " + "/".join(map(str, tiling.values())),
-               "ms": round(timed(fused, device, args.repeats, args.warmup), 3),
-               "max_difference": float((out - first).abs().max())}
-        print(row, flush=True)
-        rows.append(row)
     # Off CUDA the kernels run in Triton's interpreter: a check that they run, not a timing.
     where = machine(device) + ("" if device.type == "cuda" else ", Triton interpreter (not a timing)")
-    write_csv(args.out, [{"device": where, "samples": args.samples, **row} for row in rows])
+
+    def save() -> None:  # after each row: a tiling that crashes, or a time limit, keeps the rest
+        write_csv(args.out, [{"device": where, "samples": args.samples, **row} for row in rows])
+
+    save()
+    first = None
+    for tiling in tilings:
+        code = "triton " + "/".join(map(str, tiling.values()))
+        for name, value in tiling.items():
+            setattr(mlp_kernel, name, value)
+        try:
+            out = fused().detach()
+            first = out if first is None else first
+            row = {"code": code, "ms": round(timed(fused, device, args.repeats, args.warmup), 3),
+                   "max_difference": float((out - first).abs().max())}
+        except (TritonError, RuntimeError) as err:  # e.g. past the shared memory: the next may run
+            row = {"code": code, "ms": "", "max_difference": f"failed: {type(err).__name__}: "
+                                                              f"{str(err).strip().splitlines()[0][:200]}"}
+        print(row, flush=True)
+        rows.append(row)
+        save()
     print(f"wrote {args.out}")
 
 

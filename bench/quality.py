@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,7 +48,9 @@ from nerf.training import evaluate_views, train
 
 
 def curve(kind: str, device: torch.device, points: list[float], by: str, params_path: Path,
-          overrides: list[str], steps: int | None, eval_views: int | None) -> list[dict]:
+          overrides: list[str], steps: int | None, eval_views: int | None,
+          on_row: Callable[[list[dict]], None] = lambda rows: None) -> list[dict]:
+    """Trains ``kind`` and scores it at each point; ``on_row`` gets the rows so far after each."""
     params = params_with(params_path, kind, overrides)
     train_views, test_views = load_split(params.data.source, params.split)
     if eval_views is not None:
@@ -93,6 +97,7 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
                    f"{render_s:.3f} s/view{memory}")  # above the training bar, if one is shown
         sys.stdout.flush()
         pending.pop(0)
+        on_row(rows)
 
     def on_step(step: int, seconds: float) -> bool:
         while pending and (seconds if by == "seconds" else step) >= pending[0]:
@@ -103,6 +108,10 @@ def curve(kind: str, device: torch.device, points: list[float], by: str, params_
     while pending:  # training ended before the last time point: its final model counts
         record(summary.steps, summary.seconds)
     return rows
+
+
+def _write_after(path: Path, earlier: list[dict], rows: list[dict]) -> None:
+    write_csv(path, earlier + rows)
 
 
 def _positive(text: str) -> float:
@@ -178,12 +187,13 @@ def main() -> None:
         plot(rows, args.out.with_suffix(".png"), x)
         print(f"wrote {args.out.with_suffix('.png')}")
         return
-    rows = []
+    rows: list[dict] = []
     for device in devices(args.devices):
         for kind in args.kinds:
+            # Rewritten at each point: a run cut off (a time limit, a crash) keeps what it scored.
+            keep = functools.partial(_write_after, args.out.with_suffix(".csv"), list(rows))
             rows += curve(kind, device, args.points, args.by, args.params, args.overrides, args.steps,
-                          args.eval_views)
-            write_csv(args.out.with_suffix(".csv"), rows)  # after each kind: a later failure keeps these
+                          args.eval_views, on_row=keep)
     plot(rows, args.out.with_suffix(".png"), x)
     print(f"wrote {args.out.with_suffix('.csv')} and {args.out.with_suffix('.png')}")
 
