@@ -13,7 +13,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # model kind and steps), validation PSNR, test PSNR and SSIM, training seconds and steps/s;
 # best validation PSNR first (pick by it: the test views stay a fair final score).
 # Failed and queued experiments have no results of their own: `dvc queue status` lists them.
-# Column patterns match from the start of the name.
+# Column patterns match from the start of the name. (checkpoints: an output in experiments
+# run before it became untracked scratch.)
 EXP_DROP := Created|State|Executor|.*loss|train\.psnr|train\.learning_rate|step$$|val\.seconds|psnr_m|n_views|(models|renders|videos|checkpoints)($$|/)|data/
 EXP_KEEP := model\.kind|train\.steps$$
 

@@ -222,6 +222,16 @@ def test_repro_then_experiment_then_show(repo_copy):
     params.write_text(params.read_text().replace("\n  chunk: null", "\n  chunk: 512", 1))
     assert sorted(json.loads(run("dvc", "status", "--json", cwd=clone).stdout)) == ["render", "video"]
 
+    # A stopped experiment (Ctrl-C) resumes when its command is run again: `dvc exp run`
+    # restores the baseline's outputs before it runs, and that must not replace the checkpoint.
+    shutil.rmtree(repo_copy / "checkpoints")
+    experiment = ["dvc", "exp", "run", "-S", "train.steps=150", "-S", "train.checkpoint_every=20",
+                  "-S", "train.val_every=50"]
+    stopped_at = _stopped_at_first_checkpoint(experiment, repo_copy, signal.SIGINT, 150)
+    resumed = run(*experiment, cwd=repo_copy).stdout
+    assert f"resuming from checkpoints/last.pt at step {stopped_at} of 150" in resumed
+    assert "up to date" in run("dvc", "status", cwd=repo_copy).stdout
+
     run("dvc", "exp", "run", "-S", "model.kind=nerf", "-S", "train.steps=20", cwd=repo_copy)
     table = json.loads(run("dvc", "exp", "show", "--json", cwd=repo_copy).stdout)
     values = psnrs_in(table)
@@ -268,6 +278,27 @@ def _trained(repo: Path) -> tuple[dict, dict[str, bytes]]:
     return weights, history
 
 
+def _stopped_at_first_checkpoint(cmd: list[str], repo: Path, sig: signal.Signals, steps: int) -> int:
+    """Run ``cmd``, signal its whole process group once a checkpoint of a ``steps``-step
+    training is on disk, and return the step that checkpoint holds."""
+    checkpoint = repo / "checkpoints/last.pt"
+    assert not checkpoint.exists()
+    log = repo.parent / "stopped.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=repo, env=_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, f"training ended before it could be stopped:\n{log.read_text()[-2000:]}"
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=60)
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["fingerprint"]["train.steps"] == str(steps), "a checkpoint this run did not write"
+    assert 0 < saved["state"]["step"] < steps
+    return saved["state"]["step"]
+
+
 def test_killed_training_resumes_to_the_same_result(repo_copy, monkeypatch):
     steps = 150
     set_params(repo_copy / "params.yaml",
@@ -277,18 +308,7 @@ def test_killed_training_resumes_to_the_same_result(repo_copy, monkeypatch):
     checkpoint = repo_copy / "checkpoints/last.pt"
 
     # Kill `dvc repro` and its training process as soon as the first checkpoint is written.
-    log = repo_copy.parent / "killed.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(["dvc", "repro", "train"], cwd=repo_copy, env=_env(), stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 300
-        while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, f"training ended before it could be killed:\n{log.read_text()[-2000:]}"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    killed_at = torch.load(checkpoint, weights_only=True)["state"]["step"]
-    assert 0 < killed_at < steps
+    killed_at = _stopped_at_first_checkpoint(["dvc", "repro", "train"], repo_copy, signal.SIGKILL, steps)
     assert not (repo_copy / "models/model.pt").exists()
 
     # The next repro resumes from it, and cleans up what the killed run left half-written.
