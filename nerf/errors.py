@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import errno
 import pickle
+import signal
 import sys
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -69,9 +71,22 @@ def _size(path: Path | None) -> int | None:
         return None
 
 
+class Terminated(BaseException):
+    """SIGTERM (``kill``, ``docker stop``, a job scheduler at its time limit), raised where the
+    stage is, so that its temporary outputs are removed on the way out, as on Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Runs a stage's ``main``; a :class:`NerfError` becomes ``error: ...`` on stderr, exit 1,
-    and so does an OSError (a full disk, a permission) that no closer code named a file for."""
+    and so does an OSError (a full disk, a permission) that no closer code named a file for.
+    Ctrl-C and SIGTERM stop it with one line, exit 130 and 143, having removed what it had
+    half-written."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         main()
     except NerfError as err:
@@ -84,3 +99,9 @@ def run_stage(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import warnings
@@ -167,6 +168,35 @@ def test_a_stage_reports_an_os_error_in_one_line(capsys) -> None:
         run_stage(main)
     assert stop.value.code == 1
     assert capsys.readouterr().err == "error: data/split/train.npz: Permission denied\n"
+
+
+@pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "interrupted"),
+                                              (signal.SIGTERM, 143, "terminated")])
+def test_a_stopped_stage_says_so_and_removes_what_it_half_wrote(tmp_path, sig, code, said) -> None:
+    """Ctrl-C, and SIGTERM (kill, docker stop, a scheduler's time limit), mid-write: one line, the
+    earlier output intact, no temporary folder left behind."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a").write_text("earlier")
+    script = f"""
+import sys, time
+from nerf.errors import run_stage
+from nerf.io import atomic_dir
+def main():
+    with atomic_dir({str(out)!r}) as tmp:
+        (tmp / "a").write_text("half")
+        print("writing", flush=True)
+        time.sleep(60)
+run_stage(main)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parents[1])
+    assert proc.stdout.readline() == "writing\n"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err) == (code, f"error: {said}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (out / "a").read_text() == "earlier"
 
 
 def test_temporaries_of_killed_processes_are_removed_on_the_next_write(tmp_path) -> None:
