@@ -205,26 +205,27 @@ def load_blender(folder: str | Path) -> Scene:
     folder = Path(folder)
     angle, frames = _blender_frames(folder)
     images = []
-    bar = tqdm(frames, desc=f"read {folder.name}", unit="image", disable=None, dynamic_ncols=True)
-    for subset, rel, _ in bar:
-        png = folder / rel
-        where = f"{png} (frame of transforms_{subset}.json)"
-        if not png.is_file():
-            raise DataError(f"{where}: image file not found")
-        try:
-            with Image.open(png) as im:
-                if im.mode.startswith("I"):  # 16-bit grey: Pillow's convert would clip it at 255
-                    grey = np.round(np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255)
-                    pixels = np.repeat(grey.astype(np.uint8)[..., None], 3, axis=-1)
-                else:
-                    has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-                    pixels = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
-        except OSError as err:
-            raise DataError(f"{where}: not a readable image ({err})") from None
-        if images and pixels.shape[:2] != images[0].shape[:2]:
-            raise DataError(f"{where}: size {pixels.shape[1]}x{pixels.shape[0]} differs from "
-                            f"the first frame's {images[0].shape[1]}x{images[0].shape[0]}")
-        images.append(pixels)
+    # The bar as a context: closed (its line ended) before an error or Ctrl-C is reported.
+    with tqdm(frames, desc=f"read {folder.name}", unit="image", disable=None, dynamic_ncols=True) as bar:
+        for subset, rel, _ in bar:
+            png = folder / rel
+            where = f"{png} (frame of transforms_{subset}.json)"
+            if not png.is_file():
+                raise DataError(f"{where}: image file not found")
+            try:
+                with Image.open(png) as im:
+                    if im.mode.startswith("I"):  # 16-bit grey: Pillow's convert would clip it at 255
+                        grey = np.round(np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255)
+                        pixels = np.repeat(grey.astype(np.uint8)[..., None], 3, axis=-1)
+                    else:
+                        has_alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+                        pixels = np.asarray(im.convert("RGBA" if has_alpha else "RGB"))
+            except OSError as err:
+                raise DataError(f"{where}: not a readable image ({err})") from None
+            if images and pixels.shape[:2] != images[0].shape[:2]:
+                raise DataError(f"{where}: size {pixels.shape[1]}x{pixels.shape[0]} differs from "
+                                f"the first frame's {images[0].shape[1]}x{images[0].shape[0]}")
+            images.append(pixels)
     if any(im.shape[-1] == 4 for im in images):  # mixed RGB and RGBA: RGB frames are opaque
         images = [im if im.shape[-1] == 4 else np.dstack([im, np.full(im.shape[:2], 255, np.uint8)])
                   for im in images]

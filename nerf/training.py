@@ -182,14 +182,15 @@ def evaluate_views(
     that goes when done (a 100x100 nerf view takes ~33 s on a 2-core CPU)."""
     model.eval()
     scores = []
-    for i in tqdm(range(views.n_views), desc="validate", unit="view", leave=False, disable=not progress,
-                  dynamic_ncols=True):
-        pose = torch.from_numpy(views.poses[i]).to(device)
-        rgb = render_image(model, pose, views.height, views.width, views.focal, chunk).rgb.clamp(0, 1)
-        # On the CPU: PSNR sums in float64, which MPS lacks.
-        scores.append(float(psnr(rgb.cpu(), torch.from_numpy(views.images[i]))))
-        if on_render is not None:
-            on_render(i, rgb)
+    with tqdm(range(views.n_views), desc="validate", unit="view", leave=False, disable=not progress,
+              dynamic_ncols=True) as bar:
+        for i in bar:
+            pose = torch.from_numpy(views.poses[i]).to(device)
+            rgb = render_image(model, pose, views.height, views.width, views.focal, chunk).rgb.clamp(0, 1)
+            # On the CPU: PSNR sums in float64, which MPS lacks.
+            scores.append(float(psnr(rgb.cpu(), torch.from_numpy(views.images[i]))))
+            if on_render is not None:
+                on_render(i, rgb)
     model.train()
     # Exactly rounded: Python 3.12's sum() compensates and 3.11's does not, which moved the
     # last digit of the default run's validation PSNR (and so the model file's bytes).
@@ -309,47 +310,47 @@ class _Loop:
         on_checkpoint: Callable[[dict], None] | None,
     ) -> TrainSummary:
         config = self.config
-        bar = self.progress_bar(progress)
         self.model.train()
-        for step in range(self.step + 1, config.steps + 1):
-            if self.time_is_up():  # resumed from a state that had spent the budget
-                break
-            started = time.perf_counter()
-            with tf32_matmuls(self.arithmetic == "tf32"):  # the step and any grid update
-                self.train_step(step)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            spent = time.perf_counter() - started
-            self.seconds += spent
-            self.step = step
-            # Counted here: the loop may stop at this step, with the bar at 100%.
-            bar.update(1 if config.time_budget is None else min(spent, bar.total - bar.n))
-            last = step == config.steps or self.time_is_up()
+        # The bar as a context: closed (its line ended) before an error or Ctrl-C is reported.
+        with self.progress_bar(progress) as bar:
+            for step in range(self.step + 1, config.steps + 1):
+                if self.time_is_up():  # resumed from a state that had spent the budget
+                    break
+                started = time.perf_counter()
+                with tf32_matmuls(self.arithmetic == "tf32"):  # the step and any grid update
+                    self.train_step(step)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                spent = time.perf_counter() - started
+                self.seconds += spent
+                self.step = step
+                # Counted here: the loop may stop at this step, with the bar at 100%.
+                bar.update(1 if config.time_budget is None else min(spent, bar.total - bar.n))
+                last = step == config.steps or self.time_is_up()
 
-            logged = step % config.log_every == 0 or last
-            if logged:
-                self.log(step, bar)
-            if last:
-                bar.close()  # its time and rate: training's, not the final validation's
-            if self.val_views is not None and self.val_views.n_views > 0 and (
-                step % config.val_every == 0 or last
-            ):
-                self.val_psnr = evaluate_views(self.model, self.val_views, self.chunk, self.device,
-                                               None if self.live is None else self.log_validation_image(step),
-                                               progress)
-                if self.live is not None:
-                    self.live.step = step
-                    self.live.log_metric("val/psnr", self.val_psnr)
-                    self.live.log_metric("val/seconds", self.seconds)
-            if self.live is not None and logged:
-                self.live.next_step()
-            if on_checkpoint is not None and config.checkpoint_every > 0 and (
-                step % config.checkpoint_every == 0 or last
-            ):
-                on_checkpoint(self.state())
-            if (on_step is not None and on_step(step, self.seconds)) or last:
-                break
-        bar.close()
+                logged = step % config.log_every == 0 or last
+                if logged:
+                    self.log(step, bar)
+                if last:
+                    bar.close()  # its time and rate: training's, not the final validation's
+                if self.val_views is not None and self.val_views.n_views > 0 and (
+                    step % config.val_every == 0 or last
+                ):
+                    on_render = None if self.live is None else self.log_validation_image(step)
+                    self.val_psnr = evaluate_views(self.model, self.val_views, self.chunk, self.device,
+                                                   on_render, progress)
+                    if self.live is not None:
+                        self.live.step = step
+                        self.live.log_metric("val/psnr", self.val_psnr)
+                        self.live.log_metric("val/seconds", self.seconds)
+                if self.live is not None and logged:
+                    self.live.next_step()
+                if on_checkpoint is not None and config.checkpoint_every > 0 and (
+                    step % config.checkpoint_every == 0 or last
+                ):
+                    on_checkpoint(self.state())
+                if (on_step is not None and on_step(step, self.seconds)) or last:
+                    break
         train_psnr = float(mse_to_psnr(torch.tensor(self.last_loss)))
         return TrainSummary(self.step, self.seconds, self.last_loss, train_psnr, self.val_psnr)
 

@@ -51,8 +51,10 @@ def main() -> None:
         requested = read_poses(args.poses)
         poses, names, truths = requested.poses, requested.names, [None] * len(requested.poses)
         focal = requested.focal(width, focal)
-    with atomic_dir(args.out, holds=RENDERS) as out, deterministic(device):
-        for i in tqdm(range(len(poses)), desc="render", unit="view", dynamic_ncols=True):
+    # The bar as a context: closed (its line ended) before an error or Ctrl-C is reported.
+    with (atomic_dir(args.out, holds=RENDERS) as out, deterministic(device),
+          tqdm(range(len(poses)), desc="render", unit="view", dynamic_ncols=True) as bar):
+        for i in bar:
             pose = torch.from_numpy(np.ascontiguousarray(poses[i])).to(device)
             result = render_image(model, pose, height, width, focal, params.render.chunk)
             rgb = result.rgb.clamp(0, 1).cpu().numpy()

@@ -55,12 +55,14 @@ def main() -> None:
 
     frames = []
     with atomic_dir(args.out, holds=("video.mp4", "video.gif")) as out, deterministic(device):
-        for pose in tqdm(poses, desc="video", unit="frame", dynamic_ncols=True):
-            result = render_image(model, torch.from_numpy(pose).to(device), height, width, focal,
-                                  params.render.chunk)
-            depth = depth_image(result.depth.cpu().numpy(), result.opacity.cpu().numpy(), model.near,
-                                model.far)
-            frames.append(video_frame(result.rgb.clamp(0, 1).cpu().numpy(), depth))
+        # The bar as a context: closed (its line ended) before an error or Ctrl-C is reported.
+        with tqdm(poses, desc="video", unit="frame", dynamic_ncols=True) as bar:
+            for pose in bar:
+                result = render_image(model, torch.from_numpy(pose).to(device), height, width, focal,
+                                      params.render.chunk)
+                depth = depth_image(result.depth.cpu().numpy(), result.opacity.cpu().numpy(), model.near,
+                                    model.far)
+                frames.append(video_frame(result.rgb.clamp(0, 1).cpu().numpy(), depth))
         write_mp4(out / "video.mp4", frames, config.fps)
         write_gif(out / "video.gif", frames, config.fps)
     print(f"video: {len(frames)} frame{'s' * (len(frames) != 1)} of {width}x{height} (colour | depth) "

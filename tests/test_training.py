@@ -12,7 +12,7 @@ import torch
 from conftest import REPO, cpu_threads, shared_path
 
 from nerf.config import FastModelConfig, ModelConfig, SplitConfig, TrainConfig
-from nerf.errors import DataError, TrainingError
+from nerf.errors import DataError, TrainingError, run_stage
 from nerf.images import read_png, side_by_side, to_uint8
 from nerf.metrics import psnr
 from nerf.models import build_model, render_image
@@ -416,6 +416,19 @@ def test_the_bar_closes_before_the_final_validation_which_has_its_own(crops, cap
     err = capsys.readouterr().err
     assert err.rindex("6/6") < err.index("validate")  # the bar's rate is training's alone
     assert "/2 [" in err.split("validate")[-1]  # counting the 2 views (cleared when done)
+
+
+def test_a_stopped_run_ends_the_bars_line_so_that_the_error_starts_its_own(crops, capsys) -> None:
+    def stop(step: int, seconds: float) -> bool:
+        if step == 3:
+            raise KeyboardInterrupt  # Ctrl-C
+        return False
+
+    model, _ = fast_model()
+    with pytest.raises(SystemExit):
+        run_stage(lambda: train(model, crops, None, train_config(6), CPU, progress=True, on_step=stop))
+    lines = capsys.readouterr().err.split("\n")
+    assert lines[-2:] == ["error: interrupted", ""] and "3/6" in lines[-3], lines
 
 
 def test_with_a_time_budget_the_bar_counts_seconds_of_training(crops, capsys) -> None:
