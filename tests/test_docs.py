@@ -1,5 +1,5 @@
 """The README and docs: every relative link and image points at a file in the repository
-(the validation images and plots they show are pipeline and bench outputs committed to git)."""
+(the plots they show are bench outputs committed to git, the images copies in docs/)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def tracked_files() -> set[Path]:
 @pytest.mark.parametrize("name", DOCS)
 def test_every_relative_link_resolves(name: str) -> None:
     # In the working tree or in git: an experiment applied to the workspace (`dvc exp run`
-    # with other train.steps) replaces the committed validation images the README shows,
-    # and a reader of the repository still sees them.
+    # with other train.steps) replaces committed pipeline outputs a doc may link to, and a
+    # reader of the repository still sees them.
     doc = REPO / name
     links = relative_links(doc)
     tracked = tracked_files()
