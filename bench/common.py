@@ -9,10 +9,11 @@ import platform
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from nerf.config import ModelConfig, Params, SplitConfig, build, parse_yaml
+from nerf.config import ModelConfig, Params, SplitConfig, TrainConfig, build, parse_yaml
 from nerf.errors import ConfigError, DataError
 from nerf.io import atomic_file
 from nerf.models import FastModel, Model, SeedModel, build_model
@@ -51,9 +52,20 @@ def load_split(source: str, split: SplitConfig) -> tuple[Views, Views]:
     """Train and test views of ``source`` ("sample" or a path), split as the pipeline does
     but without validation views: the benchmarks score the test views, and train on every
     other view as the targets they measure are defined (1 view in 8 held out, say)."""
+    if "://" in source:
+        raise ConfigError(f"data.source {source}: the benches read a local .npz or Blender folder, not a "
+                          "URL; fetch it with the pipeline (dvc repro download) and give e.g. --set "
+                          "data.source=data/raw/scene.npz")
     path = REPO / "assets" / "tiny_lego.npz" if source == "sample" else Path(source)
     parts, _ = split_scene(load_scene(path), dataclasses.replace(split, val_views=0))
     return parts["train"], parts["test"]
+
+
+def without_budget(config: TrainConfig, **changes: Any) -> TrainConfig:
+    """``config`` with ``changes`` and no time budget, for the benches that count steps: one
+    left in params.yaml (a failed ``dvc exp run -S train.time_budget=...`` leaves it there)
+    would stop training before the steps they time, profile or digest."""
+    return dataclasses.replace(config, time_budget=None, **changes)
 
 
 def params_with(path: Path, kind: str, overrides: Sequence[str] = ()) -> Params:
@@ -139,7 +151,7 @@ def devices(requested: list[str]) -> list[torch.device]:
             continue
         found.append(torch.device(name))
     if not found:
-        raise DataError(f"no {' or '.join(missing)} device on this machine; try --devices cpu")
+        raise DataError(f"no {' or '.join(missing)} device on this machine; try cpu")
     return found
 
 

@@ -15,14 +15,22 @@ bit; the same digest means the same arithmetic for those steps.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import os
 from pathlib import Path
 
 import torch
 
-from bench.common import KINDS, add_params_arguments, count, load_split, make_model, params_with, processor
+from bench.common import (
+    KINDS,
+    add_params_arguments,
+    count,
+    load_split,
+    make_model,
+    params_with,
+    processor,
+    without_budget,
+)
 from nerf.errors import run_stage
 from nerf.training import train
 
@@ -32,7 +40,7 @@ def fingerprint(kind: str, steps: int, params_path: Path, overrides: list[str]) 
     train_views, _ = load_split(params.data.source, params.split)
     device = torch.device("cpu")
     model = make_model(params.model, params, train_views, device, params.train.seed)
-    config = dataclasses.replace(params.train, val_every=10**9, checkpoint_every=0, log_every=steps)
+    config = without_budget(params.train, val_every=10**9, checkpoint_every=0, log_every=steps)
     summary = train(model, train_views, None, config, device, progress=False,
                     on_step=lambda step, seconds: step >= steps)
     digest = hashlib.sha256()

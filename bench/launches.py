@@ -35,6 +35,7 @@ from bench.common import (
     KERNEL_KEYS,
     REPO,
     add_params_arguments,
+    count,
     devices,
     kernels,
     load_split,
@@ -42,9 +43,10 @@ from bench.common import (
     make_model,
     params_with,
     precision,
+    without_budget,
     write_csv,
 )
-from nerf.errors import run_stage
+from nerf.errors import ConfigError, run_stage
 from nerf.training import train
 
 # Operations that launch nothing on a GPU (views, no-op conversions) and the copies Triton's
@@ -86,7 +88,11 @@ def count_launches(
     params = params_with(params_path, "fast", overrides)
     train_views, _ = load_split(params.data.source, params.split)
     model = make_model(params.model, params, train_views, device, params.train.seed)
-    config = dataclasses.replace(params.train, val_every=10**9, checkpoint_every=0, log_every=10**9)
+    config = without_budget(params.train, val_every=10**9, checkpoint_every=0, log_every=10**9)
+    every = params.model.fast.grid_update_every
+    if steps % every:
+        raise ConfigError(f"--steps {steps}: expected a multiple of model.fast.grid_update_every ({every}), "
+                          "so that both profiled runs have the same grid updates")
     train(model, train_views, None, dataclasses.replace(config, steps=warmup), device, progress=False)
     # Two profiled runs of different lengths: their difference is the steps alone, without
     # each run's setup (uploading the views, building the optimizer).
@@ -113,10 +119,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.launches", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=DEVICES)
-    parser.add_argument("--steps", type=int, default=16,
+    parser.add_argument("--steps", type=count(1), default=16,
                         help="profiled steps (a multiple of grid_update_every: each run has the same "
                              "grid updates)")
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--warmup", type=count(1), default=20)
     add_params_arguments(parser)
     parser.add_argument("--out", type=Path, default=None,
                         help="CSV path (default bench/results/launches_<device>.csv)")

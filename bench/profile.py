@@ -10,7 +10,6 @@ Writes the tables to bench/results/profile_<kind>_<device>.txt.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from bench.common import (
     make_model,
     params_with,
     precision,
+    without_budget,
 )
 from nerf.errors import run_stage
 from nerf.training import train
@@ -40,7 +40,7 @@ def profile_kind(kind: str, device: torch.device, steps: int, warmup: int, param
     model = make_model(params.model, params, train_views, device, params.train.seed)
     # One run of warmup + steps steps, recorded only after the warm-up: the loop's set-up (the
     # views' upload, their rays) stays out of the table, and the occupancy grid keeps its cadence.
-    config = dataclasses.replace(params.train, steps=warmup + steps, val_every=10**9, checkpoint_every=0)
+    config = without_budget(params.train, steps=warmup + steps, val_every=10**9, checkpoint_every=0)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     recorded = schedule(wait=max(warmup - 1, 0), warmup=min(warmup, 1), active=steps, repeat=1)
     before = {"seconds": 0.0}  # training seconds at the end of the warm-up

@@ -114,8 +114,17 @@ def _write_after(path: Path, earlier: list[dict], rows: list[dict]) -> None:
     write_csv(path, earlier + rows)
 
 
+def _named(stem: Path, suffix: str) -> Path:
+    """``--out``'s CSV or PNG: ``lr_1.5`` -> ``lr_1.5.csv`` (a dot in the stem is kept),
+    ``q.csv`` -> ``q.png`` for the plot."""
+    return stem.with_suffix(suffix) if stem.suffix in (".csv", ".png") else stem.with_name(stem.name + suffix)
+
+
 def _positive(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
@@ -150,6 +159,7 @@ def plot(rows: list[dict], path: Path, x: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -184,18 +194,18 @@ def main() -> None:
                 if not {x, "psnr"} <= set(reader.fieldnames or ()):
                     parser.error(f"--from: {path} has no {x} and psnr columns (not a bench.quality CSV)")
                 rows += [row | {"label": path.stem} for row in reader]
-        plot(rows, args.out.with_suffix(".png"), x)
-        print(f"wrote {args.out.with_suffix('.png')}")
+        plot(rows, _named(args.out, ".png"), x)
+        print(f"wrote {_named(args.out, '.png')}")
         return
     rows: list[dict] = []
     for device in devices(args.devices):
         for kind in args.kinds:
             # Rewritten at each point: a run cut off (a time limit, a crash) keeps what it scored.
-            keep = functools.partial(_write_after, args.out.with_suffix(".csv"), list(rows))
+            keep = functools.partial(_write_after, _named(args.out, ".csv"), list(rows))
             rows += curve(kind, device, args.points, args.by, args.params, args.overrides, args.steps,
                           args.eval_views, on_row=keep)
-    plot(rows, args.out.with_suffix(".png"), x)
-    print(f"wrote {args.out.with_suffix('.csv')} and {args.out.with_suffix('.png')}")
+    plot(rows, _named(args.out, ".png"), x)
+    print(f"wrote {_named(args.out, '.csv')} and {_named(args.out, '.png')}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import resource
 import statistics
 import sys
@@ -38,6 +37,7 @@ from bench.common import (
     params_with,
     precision,
     show_progress,
+    without_budget,
     write_csv,
 )
 from nerf.errors import run_stage
@@ -83,7 +83,7 @@ def measure(kind: str, device: torch.device, steps: int, warmup: int, params_pat
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     _reset_peak_rss()
-    config = dataclasses.replace(params.train, steps=warmup + steps, val_every=10**9)
+    config = without_budget(params.train, steps=warmup + steps, val_every=10**9)
     train(model, train_views, None, config, device, progress=show_progress(), on_step=on_step)
     step_s = statistics.median(times[warmup:])
     n_rays, n_samples = statistics.median(rays[warmup:-1]), statistics.median(samples[warmup:])
