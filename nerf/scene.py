@@ -24,6 +24,9 @@ FORMATS = ("auto", "npz", "blender")
 # The npz file in a normalised ``data/raw`` folder, and the file describing the folder.
 RAW_NPZ = "scene.npz"
 RAW_INFO = "source.json"
+# A file_path ending in one of these names its image file as it is (other exporters'
+# "./train/r_0.jpg"); any other gets ".png" appended, as nerf_synthetic's "./train/r_0" does.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +117,7 @@ def load_npz(path: str | Path) -> Scene:
 
 
 def _read_transforms(path: Path) -> tuple[float, list[tuple[str, np.ndarray]]]:
-    """One ``transforms_*.json``: its camera angle and (relative PNG path, pose) per frame."""
+    """One ``transforms_*.json``: its camera angle and (relative image path, pose) per frame."""
     try:
         meta = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError) as err:
@@ -136,7 +139,7 @@ def _read_transforms(path: Path) -> tuple[float, list[tuple[str, np.ndarray]]]:
         rel = PurePosixPath(file_path)
         if rel.is_absolute() or ".." in rel.parts:
             raise DataError(f"{where}: file_path {file_path!r} must lie inside the folder")
-        if rel.suffix.lower() != ".png":
+        if rel.suffix.lower() not in IMAGE_SUFFIXES:  # nerf_synthetic's "./train/r_0": a PNG
             rel = rel.with_name(rel.name + ".png")
         out.append((str(rel), pose_from_json(frame.get("transform_matrix"), where)))
     return angle, out
@@ -169,7 +172,7 @@ def pose_from_json(matrix: object, where: str) -> np.ndarray:
 
 
 def _blender_frames(folder: Path) -> tuple[float, list[tuple[str, str, np.ndarray]]]:
-    """The camera angle and (subset, relative PNG path, pose) of every frame in ``folder``."""
+    """The camera angle and (subset, relative image path, pose) of every frame in ``folder``."""
     angles, frames = {}, []
     for subset in BLENDER_SUBSETS:
         path = folder / f"transforms_{subset}.json"
@@ -191,29 +194,30 @@ def _blender_frames(folder: Path) -> tuple[float, list[tuple[str, str, np.ndarra
 
 
 def blender_files(folder: str | Path) -> list[str]:
-    """The files a Blender folder consists of: its transforms_*.json and the PNGs they name."""
+    """The files a Blender folder consists of: its transforms_*.json and the images they name."""
     folder = Path(folder)
     _, frames = _blender_frames(folder)
     jsons = [f"transforms_{s}.json" for s in BLENDER_SUBSETS]
-    pngs = dict.fromkeys(rel for _, rel, _ in frames)  # in order, without repeats
-    return [j for j in jsons if (folder / j).is_file()] + list(pngs)
+    images = dict.fromkeys(rel for _, rel, _ in frames)  # in order, without repeats
+    return [j for j in jsons if (folder / j).is_file()] + list(images)
 
 
 def load_blender(folder: str | Path) -> Scene:
-    """Reads a Blender synthetic folder: transforms_{train,val,test}.json and RGBA PNGs, with
-    a progress bar on a terminal (a few seconds per hundred 800x800 images)."""
+    """Reads a Blender synthetic folder: transforms_{train,val,test}.json and the images
+    (RGBA PNGs in nerf_synthetic) they name, with a progress bar on a terminal (a few
+    seconds per hundred 800x800 images)."""
     folder = Path(folder)
     angle, frames = _blender_frames(folder)
     images = []
     # The bar as a context: closed (its line ended) before an error or Ctrl-C is reported.
     with tqdm(frames, desc=f"read {folder.name}", unit="image", disable=None, dynamic_ncols=True) as bar:
         for subset, rel, _ in bar:
-            png = folder / rel
-            where = f"{png} (frame of transforms_{subset}.json)"
-            if not png.is_file():
+            file = folder / rel
+            where = f"{file} (frame of transforms_{subset}.json)"
+            if not file.is_file():
                 raise DataError(f"{where}: image file not found")
             try:
-                with Image.open(png) as im:
+                with Image.open(file) as im:
                     if im.mode.startswith("I"):  # 16-bit grey: Pillow's convert would clip it at 255
                         grey = np.round(np.asarray(im, dtype=np.float64) / 257.0).clip(0, 255)
                         pixels = np.repeat(grey.astype(np.uint8)[..., None], 3, axis=-1)

@@ -12,7 +12,7 @@ from conftest import LEGO, REPO, shared_path, write_npz
 from PIL import Image
 
 from nerf.errors import DataError
-from nerf.scene import load_raw, load_scene
+from nerf.scene import blender_files, load_raw, load_scene
 
 
 def test_real_npz():
@@ -47,6 +47,27 @@ def test_blender_small_folder(make_blender, tmp_path):
     meta = json.loads((folder / "transforms_test.json").read_text())
     assert scene.focal == pytest.approx(0.5 * 40 / math.tan(0.5 * meta["camera_angle_x"]))
     np.testing.assert_allclose(scene.poses[2], meta["frames"][0]["transform_matrix"], rtol=1e-6)
+
+
+def test_a_file_path_with_an_image_extension_names_the_file_as_it_is(make_blender, tmp_path):
+    # nerf_synthetic's "./train/r_0" means r_0.png; other exporters write "./train/r_0.jpg".
+    folder = make_blender(tmp_path / "lego", {"train": [0, 1, 3]})
+    with Image.open(folder / "train/r_1.png") as im:
+        rgba = np.asarray(im, dtype=np.float32) / 255.0
+        im.convert("RGB").save(folder / "train/r_1.jpg", quality=95)
+    (folder / "train/r_1.png").unlink()
+    (folder / "train/r_3.png").rename(folder / "train/r_3.v2.png")  # a dot, but no image extension
+    path = folder / "transforms_train.json"
+    meta = json.loads(path.read_text())
+    meta["frames"][1]["file_path"] = "./train/r_1.jpg"
+    meta["frames"][2]["file_path"] = "./train/r_3.v2"
+    path.write_text(json.dumps(meta))
+    scene = load_scene(folder)
+    assert scene.names == ("train/r_0", "train/r_1", "train/r_3.v2")
+    assert blender_files(folder) == ["transforms_train.json", "train/r_0.png", "train/r_1.jpg",
+                                     "train/r_3.v2.png"]
+    assert scene.images.shape == (3, 40, 40, 4) and (scene.images[1, ..., 3] == 1.0).all()  # JPEG: opaque
+    assert np.abs(scene.images[1, ..., :3] - rgba[..., :3]).mean() < 0.02  # JPEG is lossy
 
 
 def test_blender_16_bit_grey_frames_keep_their_grey_levels(make_blender, tmp_path):
