@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -57,6 +58,23 @@ def take_test_views(scene: Scene, config: SplitConfig) -> tuple[np.ndarray, np.n
     return np.setdiff1d(np.arange(n), test), test
 
 
+def check_no_leak(scene: Scene, indices: SplitIndices) -> None:
+    """A DataError if a training view's name is also a validation or test view's: the same
+    image listed twice in the source (in two of a Blender folder's transforms files, or
+    twice in one), which would score the model on a view it trained on."""
+    trained = {scene.names[i] for i in indices.train}
+    for part, label in (("test", "test"), ("val", "validation")):
+        leaked = [scene.names[i] for i in getattr(indices, part) if scene.names[i] in trained]
+        if leaked:
+            name = leaked[0]
+            lists = Counter(f"transforms_{s}.json" for n, s in zip(scene.names, scene.subsets) if n == name)
+            where = " and ".join(f + (f" ({k} times)" if k > 1 else "") for f, k in lists.items())
+            more = f" (and {len(leaked) - 1} more)" if len(leaked) > 1 else ""
+            raise DataError(f"the source lists {name}{more} in {where}, and the split makes it both a "
+                            f"training and a {label} view: its {label} score would be of a view "
+                            "the model trained on; list each image once")
+
+
 def evenly_spaced(indices: np.ndarray, count: int) -> np.ndarray:
     """``count`` of ``indices`` spread evenly from the first to the last."""
     if count == 0:
@@ -70,7 +88,15 @@ def split_indices(scene: Scene, config: SplitConfig) -> SplitIndices:
     The validation views are ``config.val_views`` views spread evenly over the views that
     are not test views; with ``strategy: official`` they come from the source's own
     validation subset when it has one, and the training views are its train subset.
+    A DataError if a view the source lists twice would be both trained and tested (or
+    validated) on.
     """
+    indices = _choose(scene, config)
+    check_no_leak(scene, indices)
+    return indices
+
+
+def _choose(scene: Scene, config: SplitConfig) -> SplitIndices:
     pool, test = take_test_views(scene, config)
     n_val = config.val_views
     own = np.flatnonzero(np.array(scene.subsets) == "val") if config.strategy == "official" else pool[:0]

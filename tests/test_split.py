@@ -102,6 +102,58 @@ def test_official_strategy():
         split_indices(make_scene(), SplitConfig(strategy="official"))
 
 
+@pytest.mark.parametrize(("strategy", "names", "subsets", "expected"), [
+    # An official split whose transforms_test.json lists a training image.
+    ("official", ["train/r_0", "train/r_1", "train/r_2", "train/r_1", "test/r_4"],
+     ["train", "train", "train", "test", "test"],
+     (r"the source lists train/r_1 in transforms_train\.json and transforms_test\.json, and the split "
+      r"makes it both a training and a test view: .* list each image once")),
+    # ... or whose transforms_val.json does.
+    ("official", ["train/r_0", "train/r_1", "train/r_1", "test/r_4"], ["train", "train", "val", "test"],
+     r"lists train/r_1 in transforms_train\.json and transforms_val\.json, .* training and a validation"),
+    # Any strategy: one file listed twice in transforms_train.json, a copy of it drawn for testing.
+    ("every_nth", ["train/r_0", "train/r_1", "train/r_0", "train/r_3", "train/r_3", "train/r_5"],
+     ["train"] * 6,
+     r"lists train/r_0 \(and 1 more\) in transforms_train\.json \(2 times\), .* training and a test"),
+])
+def test_a_view_listed_twice_is_not_both_trained_and_scored(strategy, names, subsets, expected):
+    scene = dataclasses.replace(make_scene(n=len(names), subsets=subsets), names=tuple(names))
+    config = SplitConfig(strategy=strategy, every_nth=3, val_views=1)
+    with pytest.raises(DataError, match=expected):
+        split_indices(scene, config)
+    # The same views under their own names split as before.
+    unique = split_indices(make_scene(n=len(names), subsets=subsets), config)
+    assert sorted(np.concatenate(unique).tolist()) == list(range(len(names)))
+
+
+def test_stage_script_refuses_a_blender_folder_that_tests_on_a_training_image(tmp_path, make_blender):
+    folder = make_blender(tmp_path / "lego", {"train": [0, 1, 3], "test": [2]})
+    path = folder / "transforms_test.json"
+    meta = json.loads(path.read_text())
+    train = json.loads((folder / "transforms_train.json").read_text())
+    meta["frames"].append(train["frames"][1])  # ./train/r_1
+    path.write_text(json.dumps(meta))
+    download(DataConfig(source=str(folder)), tmp_path / "data" / "raw")
+    write_params(tmp_path, split={"strategy": "official", "val_views": 1})
+    result = run_script("split.py", "--raw", "data/raw", "--out", "data/split", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        ("error: the source lists train/r_1 in transforms_train.json and transforms_test.json, and the "
+         "split makes it both a training and a test view: its test score would be of a view the model "
+         "trained on; list each image once")]
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["raw"]  # no split, no temporary
+
+
+def test_validation_views_may_repeat_test_views():
+    # Some exporters write transforms_val.json as a copy of transforms_test.json: validating on
+    # the test views chooses nothing, and no training view is scored.
+    names = ("train/r_0", "train/r_1", "test/r_2", "test/r_3", "test/r_2", "test/r_3")
+    scene = dataclasses.replace(make_scene(n=6, subsets=["train"] * 2 + ["test"] * 2 + ["val"] * 2),
+                                names=names)
+    train, val, test = split_indices(scene, SplitConfig(strategy="official", val_views=2))
+    assert train.tolist() == [0, 1] and val.tolist() == [4, 5] and test.tolist() == [2, 3]
+
+
 def test_resize_is_a_block_mean():
     images = make_scene(n=2, h=6, w=9).images
     out = resize(images, 3)
