@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from nerf.config import ModelConfig, Params, SplitConfig, TrainConfig, build, parse_yaml
+from nerf.download import local_path
 from nerf.errors import ConfigError, DataError
 from nerf.io import atomic_file
 from nerf.models import FastModel, Model, SeedModel, build_model
@@ -56,8 +57,7 @@ def load_split(source: str, split: SplitConfig) -> tuple[Views, Views]:
         raise ConfigError(f"data.source {source}: the benches read a local .npz or Blender folder, not a "
                           "URL; fetch it with the pipeline (dvc repro download) and give e.g. --set "
                           "data.source=data/raw/scene.npz")
-    path = REPO / "assets" / "tiny_lego.npz" if source == "sample" else Path(source)
-    parts, _ = split_scene(load_scene(path), dataclasses.replace(split, val_views=0))
+    parts, _ = split_scene(load_scene(local_path(source)), dataclasses.replace(split, val_views=0))
     return parts["train"], parts["test"]
 
 

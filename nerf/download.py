@@ -1,7 +1,7 @@
 """The download stage: fetch ``data.source``, validate it fully, write a normalised copy.
 
 ``data/raw`` ends up holding either ``scene.npz`` or a Blender folder's files
-(transforms_*.json and the PNGs they name, same relative paths), plus ``source.json``.
+(transforms_*.json and the images they name, same relative paths), plus ``source.json``.
 It is written through :func:`atomic_dir`, so any failure leaves the old folder as it was.
 """
 
@@ -41,6 +41,12 @@ def is_url(source: str) -> bool:
         return urllib.parse.urlparse(source).scheme in ("http", "https")
     except ValueError as err:  # e.g. "http://[::1": an unclosed IPv6 host
         raise ConfigError(f"data.source {source!r} is not a valid URL ({err})") from None
+
+
+def local_path(source: str) -> Path:
+    """The file or folder a local ``data.source`` names: the embedded sample for ``sample``,
+    else the path, ``~`` expanded (DVC passes params.yaml's text on as it is)."""
+    return SAMPLE if source == "sample" else Path(source).expanduser()
 
 
 def fetch(url: str, folder: str | Path, sha256: str, timeout: float = 30.0) -> Path:
@@ -114,7 +120,7 @@ def download(config: DataConfig, out: str | Path) -> dict[str, Any]:
             if "://" in source and scheme.isalpha():
                 raise ConfigError(f"data.source {source!r}: only http:// and https:// URLs are fetched, "
                                   f"not {scheme}://; or give a local path")
-            path, label = (SAMPLE, "sample") if source == "sample" else (Path(source), source)
+            path, label = local_path(source), source
             if not path.exists():
                 hint = f"paths are relative to {Path.cwd()}"
                 if ".dvc/tmp/exps/" in Path.cwd().as_posix():

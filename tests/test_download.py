@@ -84,6 +84,15 @@ def test_local_blender_folder(tmp_path, make_blender, monkeypatch):
     assert scene.subsets == ("train", "train", "test")
 
 
+def test_a_source_under_the_home_folder_may_start_with_a_tilde(tmp_path, make_blender, monkeypatch):
+    make_blender(tmp_path / "home" / "lego")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    info = download(DataConfig(source="~/lego"), tmp_path / "raw")
+    assert info["source"] == "~/lego" and info["views"] == 3
+    with pytest.raises(DataError, match=rf"^{tmp_path}/home/gone: data\.source not found"):
+        download(DataConfig(source="~/gone"), tmp_path / "raw")
+
+
 def test_url_npz(http_server, tmp_path):
     www, base = http_server
     source = write_npz(www / "tiny.npz")  # 4 views of 6x8
