@@ -84,7 +84,8 @@ def run_stage(main: Callable[[], None]) -> None:
     """Runs a stage's ``main``; a :class:`NerfError` becomes ``error: ...`` on stderr, exit 1,
     and so does an OSError (a full disk, a permission) that no closer code named a file for.
     Ctrl-C and SIGTERM stop it with one line, exit 130 and 143, having removed what it had
-    half-written."""
+    half-written. (The stages open their progress bars as contexts, ``with tqdm(...) as bar``,
+    so that a bar is closed, its line ended, before that line is printed.)"""
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:

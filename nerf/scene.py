@@ -209,7 +209,6 @@ def load_blender(folder: str | Path) -> Scene:
     folder = Path(folder)
     angle, frames = _blender_frames(folder)
     images = []
-    # The bar as a context: closed (its line ended) before an error or Ctrl-C is reported.
     with tqdm(frames, desc=f"read {folder.name}", unit="image", disable=None, dynamic_ncols=True) as bar:
         for subset, rel, _ in bar:
             file = folder / rel

@@ -311,7 +311,6 @@ class _Loop:
     ) -> TrainSummary:
         config = self.config
         self.model.train()
-        # The bar as a context: closed (its line ended) before an error or Ctrl-C is reported.
         with self.progress_bar(progress) as bar:
             for step in range(self.step + 1, config.steps + 1):
                 if self.time_is_up():  # resumed from a state that had spent the budget

@@ -51,7 +51,6 @@ def main() -> None:
         requested = read_poses(args.poses)
         poses, names, truths = requested.poses, requested.names, [None] * len(requested.poses)
         focal = requested.focal(width, focal)
-    # The bar as a context: closed (its line ended) before an error or Ctrl-C is reported.
     with (atomic_dir(args.out, holds=RENDERS) as out, deterministic(device),
           tqdm(range(len(poses)), desc="render", unit="view", dynamic_ncols=True) as bar):
         for i in bar:

@@ -55,7 +55,6 @@ def main() -> None:
 
     frames = []
     with atomic_dir(args.out, holds=("video.mp4", "video.gif")) as out, deterministic(device):
-        # The bar as a context: closed (its line ended) before an error or Ctrl-C is reported.
         with tqdm(poses, desc="video", unit="frame", dynamic_ncols=True) as bar:
             for pose in bar:
                 result = render_image(model, torch.from_numpy(pose).to(device), height, width, focal,
