@@ -77,18 +77,32 @@ def look_target(poses: np.ndarray, distance: float) -> np.ndarray:
     return np.linalg.solve(a, b)
 
 
+def scene_center(around: np.ndarray, distance: float) -> tuple[np.ndarray, float]:
+    """What the cameras ``around`` (n, 4, 4) look at (:func:`look_target`, ``distance`` ahead
+    of them where their axes do not meet), (3,), and their mean distance from it."""
+    center = look_target(around, distance)
+    return center, float(np.linalg.norm(around[:, :3, 3] - center, axis=-1).mean())
+
+
 def video_path(
     kind: str, frames: int, radius: float | None, elevation: float, amplitude: float, turns: float,
     around: np.ndarray, distance: float,
 ) -> np.ndarray:
     """(frames, 4, 4) poses of the ``orbit`` or ``spiral`` path around what the cameras
-    ``around`` (n, 4, 4) look at (:func:`look_target`, ``distance`` ahead of them where their
-    axes do not meet), at ``radius`` (None: their mean distance from it)."""
-    center = look_target(around, distance)
-    if radius is None:
-        radius = float(np.linalg.norm(around[:, :3, 3] - center, axis=-1).mean())
+    ``around`` (n, 4, 4) look at (:func:`scene_center`), at ``radius`` (None: their mean
+    distance from it)."""
+    center, mean_distance = scene_center(around, distance)
     swing = amplitude if kind == "spiral" else 0.0
-    return orbit(frames, radius, elevation, center, swing, turns)
+    return orbit(frames, mean_distance if radius is None else radius, elevation, center, swing, turns)
+
+
+def depth_shifts(poses: np.ndarray, around: np.ndarray, distance: float) -> np.ndarray:
+    """(n,) how much farther each of ``poses`` (n, 4, 4) is from what the cameras ``around``
+    look at (:func:`scene_center`) than those cameras are on average: the shift of the
+    trained [near, far] that keeps the scene in range for a camera farther out or nearer in
+    (:func:`nerf.models.render_image`)."""
+    center, mean_distance = scene_center(around, distance)
+    return np.linalg.norm(poses[:, :3, 3].astype(np.float64) - center, axis=-1) - mean_distance
 
 
 class PoseFile(NamedTuple):

@@ -209,18 +209,26 @@ def default_chunk(device: torch.device) -> int:
 
 @torch.no_grad()
 def render_image(model: Model, pose: Tensor, height: int, width: int, focal: float,
-                 chunk: int | None = None) -> RenderOutput:
+                 chunk: int | None = None, shift: float = 0.0) -> RenderOutput:
     """Renders one whole view (deterministic samples), ``chunk`` rays at a time (None: the
     device's :func:`default_chunk`); any ``chunk`` gives the same image up to float rounding.
 
     pose: (4, 4) on the model's device. Returns rgb (height, width, 3), depth and
-    opacity (height, width).
+    opacity (height, width). ``shift`` moves the depth range sampled from the model's
+    [near, far] to [near + shift, far + shift] (at least 0): for a camera that much farther
+    from the scene than the training cameras (:func:`nerf.camera_path.depth_shifts`), which
+    would otherwise see nothing. Depths are still from the camera.
     """
     rays = image_rays(pose, height, width, focal)
+    shift = max(shift, -model.near)
+    if shift:  # the same sample points as [near + shift, far + shift] from the camera
+        rays = Rays(rays.origins + shift * rays.directions, rays.directions)
     chunk = chunk or default_chunk(pose.device)
     parts = [model.render_rays(rays[i : i + chunk], randomized=False) for i in range(0, len(rays), chunk)]
+    opacity = torch.cat([p.opacity for p in parts]).reshape(height, width)
+    depth = torch.cat([p.depth for p in parts]).reshape(height, width)
     return RenderOutput(
         rgb=torch.cat([p.rgb for p in parts]).reshape(height, width, 3),
-        depth=torch.cat([p.depth for p in parts]).reshape(height, width),
-        opacity=torch.cat([p.opacity for p in parts]).reshape(height, width),
+        depth=depth + shift * opacity if shift else depth,  # sum of weight * (t + shift)
+        opacity=opacity,
     )

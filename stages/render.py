@@ -6,7 +6,9 @@ python -m stages.render --model models/model.pt --test data/split/test.npz --pos
 Writes ``<out>/{rgb,compare,depth,opacity}/<view_filename>``; the folder appears only when
 every view is done. With ``--poses`` (a JSON file of camera poses in the Blender
 ``transform_matrix`` convention) it renders those poses instead, with the test views'
-camera (or the file's ``camera_angle_x``), and writes rgb, depth and opacity.
+camera (or the file's ``camera_angle_x``), and writes rgb, depth and opacity; a pose
+farther from the scene than the test cameras samples the trained depth range
+(``data.near`` to ``data.far``) shifted as much farther.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nerf.camera_path import read_poses
+from nerf.camera_path import depth_shifts, read_poses
 from nerf.config import load_params
 from nerf.errors import run_stage
 from nerf.images import colorize, depth_image, side_by_side, view_filename, write_png
@@ -47,22 +49,26 @@ def main() -> None:
     height, width, focal = views.height, views.width, views.focal
     if args.poses is None:
         poses, names, truths = views.poses, views.names, list(views.images)
+        shifts = np.zeros(len(poses))  # the trained depth range, as training validated with
     else:
         requested = read_poses(args.poses)
         poses, names, truths = requested.poses, requested.names, [None] * len(requested.poses)
         focal = requested.focal(width, focal)
+        # A camera farther from the scene than the test cameras samples as much farther.
+        shifts = depth_shifts(poses, views.poses, (model.near + model.far) / 2)
     with (atomic_dir(args.out, holds=RENDERS) as out, deterministic(device),
           tqdm(range(len(poses)), desc="render", unit="view", dynamic_ncols=True) as bar):
         for i in bar:
             pose = torch.from_numpy(np.ascontiguousarray(poses[i])).to(device)
-            result = render_image(model, pose, height, width, focal, params.render.chunk)
+            shift = max(float(shifts[i]), -model.near)  # not behind the camera
+            result = render_image(model, pose, height, width, focal, params.render.chunk, shift)
             rgb = result.rgb.clamp(0, 1).cpu().numpy()
             opacity = result.opacity.cpu().numpy()
             name = view_filename(i, names[i])
             write_png(out / "rgb" / name, rgb)
             if truths[i] is not None:
                 write_png(out / "compare" / name, side_by_side(truths[i], rgb))
-            depth = depth_image(result.depth.cpu().numpy(), opacity, model.near, model.far)
+            depth = depth_image(result.depth.cpu().numpy(), opacity, model.near + shift, model.far + shift)
             write_png(out / "depth" / name, depth)
             write_png(out / "opacity" / name, colorize(opacity, 0.0, 1.0, "viridis"))
     print(f"render: {len(poses)} view{'s' * (len(poses) != 1)} of {width}x{height} -> {args.out}")

@@ -6,7 +6,9 @@ python -m stages.video --model models/model.pt --test data/split/test.npz --pose
 Writes ``<out>/video.mp4`` and ``<out>/video.gif`` (the folder appears only when both are
 done). The path is ``params.yaml``'s ``video`` section, around the point the test cameras
 look at; ``--poses`` follows the poses of a JSON file (Blender ``transform_matrix``
-convention) instead.
+convention) instead. A camera farther from the scene than the test cameras (a larger
+``video.radius``) samples the trained depth range (``data.near`` to ``data.far``) shifted
+as much farther.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from nerf.camera_path import read_poses, video_path
+from nerf.camera_path import depth_shifts, read_poses, video_path
 from nerf.config import load_params
 from nerf.errors import run_stage
 from nerf.images import depth_image
@@ -45,22 +47,27 @@ def main() -> None:
     model.eval()
     views = load_views(args.test)
     height, width, focal = scaled_camera(views.height, views.width, views.focal, config.width or views.width)
+    distance = (model.near + model.far) / 2
     if args.poses is None:
         poses = video_path(config.path, config.frames, config.radius, config.elevation, config.amplitude,
-                           config.turns, views.poses, (model.near + model.far) / 2)
+                           config.turns, views.poses, distance)
     else:
         requested = read_poses(args.poses)
         poses = requested.poses
         focal = requested.focal(width, focal)
+    # A camera farther out than the test cameras (video.radius) samples a depth range as far
+    # beyond the trained [near, far]: the scene, not the empty space in front of it.
+    shifts = depth_shifts(poses, views.poses, distance)
 
     frames = []
     with atomic_dir(args.out, holds=("video.mp4", "video.gif")) as out, deterministic(device):
-        with tqdm(poses, desc="video", unit="frame", dynamic_ncols=True) as bar:
-            for pose in bar:
-                result = render_image(model, torch.from_numpy(pose).to(device), height, width, focal,
-                                      params.render.chunk)
-                depth = depth_image(result.depth.cpu().numpy(), result.opacity.cpu().numpy(), model.near,
-                                    model.far)
+        with tqdm(range(len(poses)), desc="video", unit="frame", dynamic_ncols=True) as bar:
+            for i in bar:
+                shift = max(float(shifts[i]), -model.near)  # not behind the camera
+                result = render_image(model, torch.from_numpy(poses[i]).to(device), height, width, focal,
+                                      params.render.chunk, shift)
+                depth = depth_image(result.depth.cpu().numpy(), result.opacity.cpu().numpy(),
+                                    model.near + shift, model.far + shift)
                 frames.append(video_frame(result.rgb.clamp(0, 1).cpu().numpy(), depth))
         write_mp4(out / "video.mp4", frames, config.fps)
         write_gif(out / "video.gif", frames, config.fps)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nerf.camera_path import look_at, look_target, orbit, read_poses, video_path
+from nerf.camera_path import depth_shifts, look_at, look_target, orbit, read_poses, video_path
 from nerf.errors import DataError
 from nerf.rays import project
 
@@ -94,6 +94,17 @@ def test_video_path_around_one_camera_circles_the_point_it_looks_at() -> None:
     path = video_path("orbit", 4, None, 0.0, 0.0, 1.0, one, 4.0)
     assert np.allclose(np.linalg.norm(path[:, :3, 3], axis=-1), 4.0, atol=1e-5)
     assert np.allclose(path[:, 2, 3], 0.0, atol=1e-6)
+
+
+def test_depth_shifts_are_the_distance_beyond_the_cameras_mean() -> None:
+    # Two cameras looking at the origin from 2 and from 4 away (mean 3): a pose 8 away is 5
+    # farther, one 1 away 2 nearer, whichever way it looks.
+    around = np.stack([look_at(np.array([2.0, 0.0, 0.0]), np.zeros(3)),
+                       look_at(np.array([0.0, 4.0, 0.0]), np.zeros(3))])
+    poses = np.stack([look_at(np.array([0.0, 0.0, 8.0]), np.zeros(3)),
+                      look_at(np.array([0.0, -1.0, 0.0]), np.array([0.0, -5.0, 0.0])),
+                      *orbit(3, 3.0, 20.0, np.zeros(3))])
+    np.testing.assert_allclose(depth_shifts(poses, around, 1.0), [5.0, -2.0, 0.0, 0.0, 0.0], atol=1e-6)
 
 
 def test_read_poses_blender_convention(tmp_path) -> None:

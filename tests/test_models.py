@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -95,6 +96,21 @@ def test_render_image_shapes_and_chunking_match_render_rays(kind) -> None:
         whole = model.render_rays(image_rays(POSE, h, w, 5.0), randomized=False)
     assert torch.allclose(out.rgb.reshape(-1, 3), whole.rgb, atol=1e-6)
     assert torch.allclose(out.depth.reshape(-1), whole.depth, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["seed", "nerf", "fast"])
+@pytest.mark.parametrize(("shift", "moved"), [(1.5, 1.5), (-0.5, -0.5), (-3.0, -NEAR)])
+def test_render_image_shift_samples_a_depth_range_that_much_farther(kind, shift, moved) -> None:
+    # The same as a model trained on [near + shift, far + shift], never behind the camera.
+    model = tiny_model(kind)
+    moved_model = copy.deepcopy(model)
+    moved_model.near, moved_model.far = NEAR + moved, FAR + moved
+    out = render_image(model, POSE, 6, 5, 5.0, shift=shift)
+    expected = render_image(moved_model, POSE, 6, 5, 5.0)
+    assert not torch.allclose(expected.rgb, render_image(model, POSE, 6, 5, 5.0).rgb, atol=1e-3)
+    torch.testing.assert_close(out.rgb, expected.rgb, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.opacity, expected.opacity, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.depth, expected.depth, atol=1e-4, rtol=1e-5)  # from the camera
 
 
 def test_render_image_default_chunk_is_the_devices() -> None:
