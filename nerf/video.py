@@ -46,7 +46,28 @@ def write_mp4(path: str | Path, frames: Sequence[np.ndarray], fps: float) -> Non
                             f"frames; {free:,} bytes free on its file system)")
 
 
+def gif_timing(n_frames: int, fps: float) -> tuple[list[int], list[int]]:
+    """Which of ``n_frames`` frames at ``fps`` a GIF shows, and for how many milliseconds
+    each, so that it plays in real time.
+
+    A GIF delay is a whole number of hundredths of a second, and browsers play delays under
+    2 as 10: each frame starts at its own time rounded to a hundredth (so 24 fps alternates
+    4 and 5, not 4 throughout: 25 fps), and above 50 fps frames that would start within 2
+    hundredths of the last one shown are left out. The delays add up to the video's length.
+    """
+    starts = [round(100 * i / fps) for i in range(n_frames)]
+    shown = [0]
+    for i in range(1, n_frames):
+        if starts[i] - starts[shown[-1]] >= 2:
+            shown.append(i)
+    ends = [starts[i] for i in shown[1:]] + [max(round(100 * n_frames / fps), starts[shown[-1]] + 2)]
+    return shown, [10 * (end - starts[i]) for i, end in zip(shown, ends)]
+
+
 def write_gif(path: str | Path, frames: Sequence[np.ndarray], fps: float) -> None:
-    """(h, w, 3) uint8 frames -> a GIF that loops forever, atomically."""
+    """(h, w, 3) uint8 frames -> a GIF that loops forever at ``fps`` (:func:`gif_timing`),
+    atomically."""
+    shown, durations = gif_timing(len(frames), fps)
     with atomic_file(path) as tmp:
-        iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0)
+        iio.imwrite(tmp, np.stack([frames[i] for i in shown]), extension=".gif", duration=durations,
+                    loop=0)

@@ -57,6 +57,36 @@ def test_mp4_and_gif_hold_every_frame(tmp_path) -> None:
     assert meta["duration"] == pytest.approx(1000 / 12, abs=10) and meta["loop"] == 0
 
 
+def _gif_delays(path) -> list[int]:
+    from PIL import Image
+
+    with Image.open(path) as gif:
+        delays = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            delays.append(gif.info["duration"])
+    return delays
+
+
+@pytest.mark.parametrize(("n", "fps", "shown", "delays"), [
+    # 24 fps: frames start at their own times rounded to 10 ms, 40 or 50 ms apart (always 40
+    # would play at 25 fps).
+    (6, 24, [0, 1, 2, 3, 4, 5], [40, 40, 40, 50, 40, 40]),
+    (6, 12, [0, 1, 2, 3, 4, 5], [80, 90, 80, 80, 90, 80]),
+    # Above 50 fps, frames within 20 ms of the last one shown are left out (browsers play
+    # shorter delays as 100 ms).
+    (6, 60, [0, 1, 3, 4], [20, 30, 20, 30]),
+    (6, 100, [0, 2, 4], [20, 20, 20]),
+])
+def test_a_gif_plays_in_real_time(tmp_path, n, fps, shown, delays) -> None:
+    frames = _frames(n)
+    write_gif(tmp_path / "v.gif", frames, fps)
+    assert _gif_delays(tmp_path / "v.gif") == delays
+    assert sum(delays) == round(1000 * n / fps)
+    gif = iio.imread(tmp_path / "v.gif")
+    assert np.abs(gif[..., :3].astype(float) - np.stack(frames)[shown]).max() <= 8
+
+
 def test_an_mp4_cut_short_is_an_error_and_keeps_the_old_video(tmp_path) -> None:
     """ffmpeg exits as if it had succeeded when a write fails (here: past the file size limit,
     as on a full disk); the video is read back before it replaces the old one."""
