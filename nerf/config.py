@@ -273,8 +273,8 @@ class VideoConfig:
 
     # orbit: a circle at a fixed elevation; spiral: the elevation swings by +-amplitude.
     path: Literal["orbit", "spiral"] = "orbit"
-    frames: int = _range(48, ge=1)
-    fps: float = _range(24.0, ge=0.1)  # a GIF frame lasts at most 655 s
+    frames: int = _range(48, ge=1, le=10_000)  # every frame is held in memory until written
+    fps: float = _range(24.0, ge=0.1, le=240.0)  # a GIF frame lasts at most 655 s
     # Distance from the centre; null: the test cameras' mean distance.
     radius: float | None = _range(None, gt=0.0)
     # Degrees above the horizontal plane (world z up).
@@ -282,7 +282,8 @@ class VideoConfig:
     amplitude: float = _range(15.0, ge=0.0, le=89.0)
     turns: float = _range(1.0, gt=0.0)
     # Frame width in pixels (height by the test views' aspect); null: the test views' width.
-    width: int | None = _range(None, ge=8)
+    # 4096 at most: every ray of a frame is made at once, and colour | depth doubles the width.
+    width: int | None = _range(None, ge=8, le=4096)
 
     def __post_init__(self) -> None:
         if self.path == "spiral" and abs(self.elevation) + self.amplitude > 89.0:

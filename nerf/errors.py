@@ -80,9 +80,17 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation that failed: Python's MemoryError, torch's
+    OutOfMemoryError (CUDA), or the RuntimeError of torch's CPU allocator."""
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or "can't allocate memory" in str(err))
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Runs a stage's ``main``; a :class:`NerfError` becomes ``error: ...`` on stderr, exit 1,
-    and so does an OSError (a full disk, a permission) that no closer code named a file for.
+    and so do an OSError (a full disk, a permission) that no closer code named a file for and
+    running out of memory (:func:`out_of_memory`).
     Ctrl-C and SIGTERM stop it with one line, exit 130 and 143, having removed what it had
     half-written. (The stages open their progress bars as contexts, ``with tqdm(...) as bar``,
     so that a bar is closed, its line ended, before that line is printed.)"""
@@ -96,6 +104,13 @@ def run_stage(main: Callable[[], None]) -> None:
     except OSError as err:
         where = f"{err.filename}: " if err.filename else ""
         print(f"error: {where}{err.strerror or describe(err)}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (MemoryError, RuntimeError) as err:
+        if not out_of_memory(err):
+            raise  # a bug: its traceback
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"error: out of memory ({first}); smaller images (video.width, split.image_size), "
+              "render.chunk or model, or a machine with more memory", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -170,6 +170,26 @@ def test_a_stage_reports_an_os_error_in_one_line(capsys) -> None:
     assert capsys.readouterr().err == "error: data/split/train.npz: Permission denied\n"
 
 
+def test_a_stage_out_of_memory_says_so_in_one_line_and_a_bug_keeps_its_traceback(capsys) -> None:
+    import torch
+
+    def main() -> None:
+        torch.empty(2**50, dtype=torch.uint8)  # a pebibyte: more than any address space here
+
+    with pytest.raises(SystemExit) as stop:
+        run_stage(main)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory (") and "can't allocate memory" in err
+    assert err.count("\n") == 1 and err.endswith("render.chunk or model, or a machine with more memory\n")
+
+    def bug() -> None:
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        run_stage(bug)
+
+
 @pytest.mark.parametrize("sig, code, said", [(signal.SIGINT, 130, "interrupted"),
                                               (signal.SIGTERM, 143, "terminated")])
 def test_a_stopped_stage_says_so_and_removes_what_it_half_wrote(tmp_path, sig, code, said) -> None:
