@@ -77,6 +77,7 @@ def _plot_png(result: Evaluation) -> bytes:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     psnrs = result.psnr
     mean_psnr, mean_ssim = float(psnrs.mean()), float(result.ssim.mean())
@@ -84,6 +85,7 @@ def _plot_png(result: Evaluation) -> bytes:
     fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(psnrs) + 2), 3.2), dpi=100)
     ax.bar(np.arange(len(psnrs)), finite, color="tab:blue")
     ax.axhline(mean_psnr, color="tab:red", linestyle="--", label=f"mean {mean_psnr:.2f} dB")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # views, not 0.5 of one
     ax.set(xlabel="test view", ylabel="PSNR (dB)",
            title=f"mean PSNR {mean_psnr:.2f} dB, mean SSIM {mean_ssim:.4f}")
     ax.legend(loc="lower right")
@@ -95,7 +97,9 @@ def _plot_png(result: Evaluation) -> bytes:
 
 
 def write_evaluation(result: Evaluation, metrics: Path, per_view: Path, plot: Path) -> None:
-    """Writes the summary JSON, the per-view CSV (view,name,psnr,ssim) and the PSNR plot.
+    """Writes the summary JSON, the per-view CSV (view,name,image,psnr,ssim; ``image`` is the
+    render's file name without ``.png``, ``000_view_064``, which sorts as the views do: the
+    label of ``dvc plots``' bars) and the PSNR plot.
 
     Everything is computed and written to temporary files before the first rename, the
     summary renamed last: a failure leaves all three old files in place, never a new summary
@@ -103,10 +107,10 @@ def write_evaluation(result: Evaluation, metrics: Path, per_view: Path, plot: Pa
     """
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(["view", "name", "psnr", "ssim"])
+    writer.writerow(["view", "name", "image", "psnr", "ssim"])
     for i, name in enumerate(result.names):
         psnr, ssim = _json_float(float(result.psnr[i]), 4), _json_float(float(result.ssim[i]), 5)
-        writer.writerow([i, name, psnr, ssim])
+        writer.writerow([i, name, view_filename(i, name).removesuffix(".png"), psnr, ssim])
     image = _plot_png(result)
     # Each file is written as soon as its context opens, so that an error names that file.
     with atomic_file(metrics) as json_tmp:

@@ -89,6 +89,7 @@ def test_evaluate_writes_metrics_csv_and_plot(workdir: Path) -> None:
         rows = list(csv.DictReader(f))
     assert [r["view"] for r in rows] == ["0", "1", "2"]
     assert [r["name"] for r in rows] == list(NAMES)
+    assert [r["image"] + ".png" for r in rows] == [view_filename(i, n) for i, n in enumerate(NAMES)]
     assert [float(r["psnr"]) for r in rows] == pytest.approx(want_psnr.tolist(), abs=1e-4)
     assert [float(r["ssim"]) for r in rows] == pytest.approx(want_ssim.tolist(), abs=1e-5)
 

@@ -198,7 +198,10 @@ def test_repro_then_experiment_then_show(repo_copy):
     # Per-view PSNR: bars as long as the PSNR, one per view (bar_horizontal's x is the number).
     encoding = plots["metrics/per_view.csv"][0]["content"]["encoding"]
     assert (encoding["x"]["field"], encoding["x"]["type"]) == ("psnr", "quantitative")
-    assert (encoding["y"]["field"], encoding["y"]["type"]) == ("view", "nominal")
+    assert (encoding["y"]["field"], encoding["y"]["type"]) == ("image", "nominal")
+    # A nominal axis sorts its labels as text: the render file names sort in view order.
+    labels = [point["image"] for point in plots["metrics/per_view.csv"][0]["content"]["data"]["values"]]
+    assert len(labels) > 10 and sorted(labels) == labels and labels[0].startswith("000_")
     # The first validation view at each validation (SMALL: every 15 of 30 steps).
     assert {key for key in plots if "images/val/" in key} == {
         f"metrics/train/plots/images/val/{step}.png" for step in (15, 30)
