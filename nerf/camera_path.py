@@ -16,7 +16,7 @@ import numpy as np
 
 from nerf.errors import DataError
 from nerf.rays import focal_from_angle
-from nerf.scene import camera_angle, pose_from_json
+from nerf.scene import IMAGE_SUFFIXES, camera_angle, pose_from_json
 
 
 def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray | None = None) -> np.ndarray:
@@ -107,7 +107,7 @@ def depth_shifts(poses: np.ndarray, around: np.ndarray, distance: float) -> np.n
 
 class PoseFile(NamedTuple):
     poses: np.ndarray  # (n, 4, 4) float32 camera-to-world
-    names: tuple[str, ...]  # one per pose: its file_path if given, else pose_<i>
+    names: tuple[str, ...]  # one per pose: its file_path (less an image extension) if given, else pose_<i>
     camera_angle_x: float | None  # horizontal field of view (radians) if the file gives one
 
     def focal(self, width: int, default: float) -> float:
@@ -121,6 +121,9 @@ def read_poses(path: str | Path) -> PoseFile:
     ``{"camera_angle_x": 0.69, "frames": [{"transform_matrix": [[...4x4...]], "file_path": "a"}]}``;
     ``camera_angle_x`` and ``file_path`` are optional. Errors name the file and frame."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected a JSON file of camera poses, such as a Blender "
+                        "folder's transforms_test.json")
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:
@@ -141,6 +144,8 @@ def read_poses(path: str | Path) -> PoseFile:
         matrix = frame.get("transform_matrix") if isinstance(frame, dict) else None
         poses.append(pose_from_json(matrix, where))
         name = frame.get("file_path")
-        name = PurePosixPath(name).as_posix() if isinstance(name, str) and name.strip("./") else ""
-        names.append(name or f"pose_{i:03d}")  # "./r_0" -> "r_0"
+        name = PurePosixPath(name) if isinstance(name, str) and name.strip("./") else None
+        if name is not None and name.suffix.lower() in IMAGE_SUFFIXES:  # the image's, not the render's
+            name = name.with_suffix("")
+        names.append(name.as_posix() if name else f"pose_{i:03d}")  # "./r_0" -> "r_0"
     return PoseFile(np.stack(poses).astype(np.float32), tuple(names), None if angle is None else float(angle))

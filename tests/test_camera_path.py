@@ -113,9 +113,11 @@ def test_read_poses_blender_convention(tmp_path) -> None:
     path.write_text(json.dumps({"camera_angle_x": 0.7, "frames": [
         {"transform_matrix": pose.tolist(), "file_path": "./front"},
         {"transform_matrix": pose[:3].tolist()},
+        {"transform_matrix": pose.tolist(), "file_path": "./test/r_1.png"},  # its render: r_1.png
+        {"transform_matrix": pose.tolist(), "file_path": "shots/v1.2"},
     ]}))
     poses = read_poses(path)
-    assert poses.camera_angle_x == 0.7 and poses.names == ("front", "pose_001")
+    assert poses.camera_angle_x == 0.7 and poses.names == ("front", "pose_001", "test/r_1", "shots/v1.2")
     assert np.allclose(poses.poses, pose[None], atol=1e-6)
     assert poses.focal(100, default=7.0) == pytest.approx(50.0 / math.tan(0.35))
     path.write_text(json.dumps({"frames": [{"transform_matrix": pose.tolist()}]}))
@@ -142,6 +144,10 @@ def test_read_poses_names_the_file_and_what_is_wrong(tmp_path, content, message)
     assert message in str(err.value)
 
 
-def test_read_poses_missing_file(tmp_path) -> None:
+def test_read_poses_missing_file_or_a_folder(tmp_path) -> None:
     with pytest.raises(DataError, match="nope.json: file not found"):
         read_poses(tmp_path / "nope.json")
+    with pytest.raises(DataError, match=r"^\S+/lego: is a folder; expected a JSON file of camera poses, "
+                                        r"such as a Blender folder's transforms_test\.json$"):
+        (tmp_path / "lego").mkdir()
+        read_poses(tmp_path / "lego")
