@@ -10,13 +10,14 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: pipeline test setup bench experiments gpu-wheels
 
 # `dvc exp show` trimmed to what a sweep compares: the params that differ (and always the
-# model kind and steps), validation PSNR, test PSNR and SSIM, training seconds and steps/s;
+# model kind and steps), validation PSNR, test PSNR and SSIM, training seconds and steps/s
+# (kept even where every row has the same: a sweep of render.* or video.* retrains nothing);
 # best validation PSNR first (pick by it: the test views stay a fair final score).
 # Failed and queued experiments have no results of their own: `dvc queue status` lists them.
 # Column patterns match from the start of the name. (checkpoints: an output in experiments
 # run before it became untracked scratch.)
 EXP_DROP := Created|State|Executor|.*loss|train\.psnr|train\.learning_rate|step$$|val\.seconds|psnr_m|n_views|(models|renders|videos|checkpoints)($$|/)|data/
-EXP_KEEP := model\.kind|train\.steps$$
+EXP_KEEP := model\.kind|train\.steps$$|train\.seconds$$|train\.steps_per_second$$|val\.psnr$$|psnr$$|ssim$$
 
 setup: $(VENV)/.installed
 

@@ -393,3 +393,13 @@ def test_queued_sweep_compares_in_one_sorted_table(repo_copy):
     experiments = [float(row["val.psnr"]) for row in rows if row["typ"] != "baseline"]
     assert experiments == sorted(experiments, reverse=True) and len(set(experiments)) == 2
     assert all(float(row["train.seconds"]) > 0 and float(row["ssim"]) > 0 for row in rows)
+
+    # A sweep of a knob that retrains nothing (render.chunk: the same renders) gives every row
+    # the same metrics; the table still shows them.
+    run("dvc", "exp", "remove", "short", "paper", cwd=repo_copy)
+    run("dvc", "exp", "run", "-n", "chunk", "-S", "render.chunk=300", cwd=repo_copy)
+    lines = run("make", "-s", "experiments", "EXP_ARGS=--csv", cwd=repo_copy).stdout.strip().splitlines()
+    assert lines[0].split(",") == ["Experiment", "rev", "typ", "train.seconds", "train.steps_per_second",
+                                   "val.psnr", "psnr", "ssim", "model.kind", "train.steps", "render.chunk"]
+    rows = [line.split(",") for line in lines[1:]]
+    assert len(rows) == 2 and rows[0][3:8] == rows[1][3:8] and rows[1][-1] == "300"
