@@ -51,6 +51,20 @@ class Scene:
         return int(self.images.shape[0])
 
 
+def not_rigid(pose: np.ndarray) -> str | None:
+    """What keeps a (4, 4) camera-to-world ``pose`` from being a rotation and a translation
+    (a scaled, sheared or mirrored camera, which rays would follow distorted), or None.
+    Exporters' rounding (nerf_synthetic's: 3e-7) passes."""
+    rotation = pose[:3, :3].astype(np.float64)
+    if not np.allclose(pose[3], [0, 0, 0, 1], atol=1e-6):
+        return f"its last row is {np.round(pose[3], 6).tolist()}, expected [0, 0, 0, 1]"
+    if np.abs(rotation.T @ rotation - np.eye(3)).max() > 1e-3 or np.linalg.det(rotation) < 0:
+        lengths = ", ".join(f"{x:.3g}" for x in np.linalg.norm(rotation, axis=0))
+        return (f"its rotation is not one (column lengths {lengths}, determinant "
+                f"{np.linalg.det(rotation):.3g}): a scaled, sheared or mirrored camera")
+    return None
+
+
 def _check_poses(poses: np.ndarray, where: str) -> np.ndarray:
     if poses.ndim != 3 or poses.shape[1:] not in ((4, 4), (3, 4)):
         raise DataError(f"{where}: expected shape (n, 4, 4), got {poses.shape}")
@@ -59,6 +73,9 @@ def _check_poses(poses: np.ndarray, where: str) -> np.ndarray:
     if poses.shape[1] == 3:
         bottom = np.broadcast_to(np.array([0, 0, 0, 1], poses.dtype), (len(poses), 1, 4))
         poses = np.concatenate([poses, bottom], axis=1)
+    for i, pose in enumerate(poses):
+        if (problem := not_rigid(pose)) is not None:
+            raise DataError(f"{where}[{i}]: {problem}; expected a rotation and a translation")
     return poses.astype(np.float32)
 
 
@@ -154,8 +171,8 @@ def camera_angle(value: object, where: object) -> float:
 
 def pose_from_json(matrix: object, where: str) -> np.ndarray:
     """A frame's ``transform_matrix`` (a 4x4, or 3x4, camera-to-world list of numbers) as a
-    (4, 4) float64 pose; a DataError naming ``where`` unless it is finite with an invertible
-    rotation."""
+    (4, 4) float64 pose; a DataError naming ``where`` unless it is finite, a rotation and a
+    translation (:func:`not_rigid`)."""
     try:
         pose = np.asarray(matrix, dtype=np.float64)
     except (TypeError, ValueError, OverflowError):
@@ -168,6 +185,8 @@ def pose_from_json(matrix: object, where: str) -> np.ndarray:
         raise DataError(f"{where}: transform_matrix has a singular rotation; expected camera-to-world")
     full = np.eye(4)
     full[: pose.shape[0]] = pose
+    if (problem := not_rigid(full)) is not None:
+        raise DataError(f"{where}: transform_matrix: {problem}; expected a rotation and a translation")
     return full
 
 

@@ -110,8 +110,16 @@ def test_format_mismatch_and_unknown(tmp_path):
         load_scene(tmp_path)
 
 
+def _rigid(n: int, seed: int = 1) -> np.ndarray:
+    """(n, 3, 4) random rotations (det +1) and translations."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, 3, 3)))
+    q *= np.sign(np.linalg.det(q))[:, None, None]
+    return np.concatenate([q, rng.standard_normal((n, 3, 1))], axis=-1).astype(np.float32)
+
+
 def test_3x4_poses_get_the_homogeneous_bottom_row(tmp_path):
-    poses = np.random.default_rng(1).standard_normal((4, 3, 4)).astype(np.float32)
+    poses = _rigid(4)
     scene = load_scene(write_npz(tmp_path / "scene.npz", poses=poses))
     assert scene.poses.shape == (4, 4, 4)
     np.testing.assert_array_equal(scene.poses[:, :3], poses)
@@ -120,6 +128,9 @@ def test_3x4_poses_get_the_homogeneous_bottom_row(tmp_path):
 
 # Bad .npz contents: each message names the file, the array and what was expected.
 BAD_NPZ = {
+    "poses_scaled": ({"poses": np.concatenate([_rigid(3)[:2], 2 * _rigid(1, seed=2)])},
+                     (r"poses\[2\]: its rotation is not one \(column lengths 2, 2, 2, determinant 8\): "
+                      r"a scaled, sheared or mirrored camera; expected a rotation and a translation")),
     "poses_shape": ({"poses": np.zeros((4, 4), np.float32)},
                     r"poses: expected shape \(n, 4, 4\), got \(4, 4\)"),
     "int_images": ({"images": np.zeros((4, 6, 8, 3), np.int32)},
@@ -177,6 +188,16 @@ BAD_TRANSFORMS = {
                    r"frames\[0\]: transform_matrix must be finite"),
     "matrix_singular": (lambda m: _first(m).update(transform_matrix=[[0.0] * 4] * 3 + [[0, 0, 0, 1]]),
                         r"frames\[0\]: transform_matrix has a singular rotation; expected camera-to-world"),
+    "matrix_scaled": (lambda m: _first(m).update(transform_matrix=np.diag([2.0, 2, 2, 1]).tolist()),
+                      r"frames\[0\]: transform_matrix: its rotation is not one \(column lengths 2, 2, 2"),
+    "matrix_last_row": (lambda m: _first(m).update(transform_matrix=np.diag([1.0, 1, 1, 2]).tolist()),
+                        r"frames\[0\]: transform_matrix: its last row is \[0\.0, 0\.0, 0\.0, 2\.0\]"),
+    "matrix_sheared": (lambda m: _first(m).update(
+                           transform_matrix=[[1, 0.5, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]),
+                       (r"frames\[0\]: transform_matrix: its rotation is not one \(column lengths 1, 1\.12, "
+                        r"1, determinant 1\): a scaled, sheared or mirrored camera")),
+    "matrix_mirrored": (lambda m: _first(m).update(transform_matrix=np.diag([-1.0, 1, 1, 1]).tolist()),
+                        r"frames\[0\]: transform_matrix: its rotation is not one .*determinant -1\)"),
 }
 
 
