@@ -59,15 +59,43 @@ def test_a_file_path_with_an_image_extension_names_the_file_as_it_is(make_blende
     (folder / "train/r_3.png").rename(folder / "train/r_3.v2.png")  # a dot, but no image extension
     path = folder / "transforms_train.json"
     meta = json.loads(path.read_text())
+    meta["frames"][0]["file_path"] = "./train/r_0.PNG"  # the extension in capitals: still one
+    (folder / "train/r_0.png").rename(folder / "train/r_0.PNG")
     meta["frames"][1]["file_path"] = "./train/r_1.jpg"
     meta["frames"][2]["file_path"] = "./train/r_3.v2"
     path.write_text(json.dumps(meta))
     scene = load_scene(folder)
     assert scene.names == ("train/r_0", "train/r_1", "train/r_3.v2")
-    assert blender_files(folder) == ["transforms_train.json", "train/r_0.png", "train/r_1.jpg",
+    assert blender_files(folder) == ["transforms_train.json", "train/r_0.PNG", "train/r_1.jpg",
                                      "train/r_3.v2.png"]
     assert scene.images.shape == (3, 40, 40, 4) and (scene.images[1, ..., 3] == 1.0).all()  # JPEG: opaque
     assert np.abs(scene.images[1, ..., :3] - rgba[..., :3]).mean() < 0.02  # JPEG is lossy
+
+
+def test_blender_non_square_frames_take_the_focal_from_their_width(make_blender, tmp_path):
+    # camera_angle_x is the horizontal field of view: focal = width / 2 / tan(angle / 2).
+    folder = make_blender(tmp_path / "lego", {"train": [0, 1]})
+    for name in ("r_0", "r_1"):
+        with Image.open(folder / f"train/{name}.png") as im:
+            im.crop((0, 0, 40, 30)).save(folder / f"train/{name}.png")
+    path = folder / "transforms_train.json"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({**meta, "camera_angle_x": 1}))  # a whole number of radians is one
+    scene = load_scene(folder)
+    assert scene.images.shape == (2, 30, 40, 4)
+    assert scene.focal == pytest.approx(20 / math.tan(0.5))
+
+
+def test_blender_palette_frames_keep_their_transparency(make_blender, tmp_path):
+    # A palette PNG with a transparent colour (tRNS) is RGBA: its transparent pixels have alpha 0.
+    folder = make_blender(tmp_path / "lego", {"train": [0, 1]})
+    palette = Image.new("P", (40, 40), 0)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.paste(1, (10, 10, 30, 30))
+    palette.save(folder / "train/r_1.png", transparency=0)
+    frame = load_scene(folder).images[1]
+    assert frame[0, 0, 3] == 0.0 and frame[20, 20, 3] == 1.0
+    np.testing.assert_array_equal(frame[20, 20, :3], [1.0, 0.0, 0.0])
 
 
 def test_blender_16_bit_grey_frames_keep_their_grey_levels(make_blender, tmp_path):
@@ -141,6 +169,14 @@ BAD_NPZ = {
                    r"focal: expected a single positive number, got array\('wide'"),
     "focal_pair": ({"focal": np.array([10.0, 12.0])}, r"focal: expected a single positive number"),
     "focal_negative": ({"focal": np.float64(-1.0)}, r"focal: expected a single positive number, got -1\.0"),
+    "focal_zero": ({"focal": np.float64(0.0)}, r"focal: expected a single positive number, got 0\.0"),
+    "empty_images": ({"images": np.zeros((0, 6, 8, 3), np.float32), "poses": np.zeros((0, 4, 4))},
+                     r"images: expected shape \(n, h, w, 3 or 4\), got \(0, 6, 8, 3\)"),
+    # One pose per image, either way round.
+    "more_poses": ({"poses": np.tile(np.eye(4, dtype=np.float32), (5, 1, 1))},
+                   r"4 images but 5 poses; expected one pose per image"),
+    "fewer_poses": ({"poses": np.tile(np.eye(4, dtype=np.float32), (3, 1, 1))},
+                    r"4 images but 3 poses; expected one pose per image"),
 }
 
 
@@ -176,6 +212,8 @@ BAD_TRANSFORMS = {
     "angle_bool": (lambda m: m.update(camera_angle_x=True), r"camera_angle_x must be an angle .* got True"),
     "frames_not_list": (lambda m: m.update(frames={"r_0": {}}), r"expected a list of frames"),
     "no_file_path": (lambda m: m["frames"][1].pop("file_path"), r"frames\[1\]: expected a file_path string"),
+    "file_path_dot": (lambda m: m["frames"][1].update(file_path="./"),
+                      r"frames\[1\]: expected a file_path string"),
     "file_path_outside": (lambda m: _first(m).update(file_path="../x/r_0"),
                           r"frames\[0\]: file_path '\.\./x/r_0' must lie inside the folder"),
     "matrix_shape": (lambda m: _first(m).update(transform_matrix=[[1, 2]]),
