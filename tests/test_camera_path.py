@@ -36,14 +36,16 @@ def test_look_at_puts_the_target_at_the_image_centre_upright() -> None:
     _projects_to_centre(down, np.zeros(3))
 
 
-def test_orbit_circles_the_centre_at_radius_and_elevation() -> None:
+@pytest.mark.parametrize("turns", [1.0, 2.0, 0.5])
+def test_orbit_circles_the_centre_at_radius_and_elevation(turns: float) -> None:
     center = np.array([0.5, -0.2, 0.1])
-    poses = orbit(12, 4.0, 30.0, center)
+    poses = orbit(12, 4.0, 30.0, center, turns=turns)
     offsets = poses[:, :3, 3] - center
     assert np.allclose(np.linalg.norm(offsets, axis=-1), 4.0, atol=1e-5)
     assert np.allclose(np.degrees(np.arcsin(offsets[:, 2] / 4.0)), 30.0, atol=1e-3)
     azimuth = np.degrees(np.unwrap(np.arctan2(offsets[:, 1], offsets[:, 0])))
-    assert np.allclose(np.diff(azimuth), 30.0, atol=1e-3)  # evenly around, one turn, not repeating frame 0
+    # Evenly around, `turns` times over the path (one turn: not repeating frame 0).
+    assert np.allclose(np.diff(azimuth), 30.0 * turns, atol=1e-3)
     for pose in poses:
         _projects_to_centre(pose.astype(np.float64), center)
 

@@ -25,7 +25,7 @@ from nerf.metrics import psnr, ssim
 from nerf.views import Views, save_views
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("test/r_0", "test/r_5", "val/r_7")
+NAMES = ("test/r_5", "test/r_0", "val/r_7")  # not in sorted order: rows must keep the views'
 
 
 @pytest.fixture()
@@ -109,7 +109,7 @@ def test_missing_render_fails_and_keeps_old_metrics(workdir: Path) -> None:
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
-    assert "001_test_r_5.png" in lines[0] and "render stage" in lines[0]
+    assert "001_test_r_0.png" in lines[0] and "render stage" in lines[0]
     assert (workdir / "metrics/eval.json").read_text() == old
     assert sorted(p.name for p in (workdir / "metrics").iterdir()) == ["eval.json"]
 

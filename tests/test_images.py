@@ -99,6 +99,10 @@ def test_side_by_side_layout() -> None:
     error = out[:, 14:]
     np.testing.assert_allclose(error[:, 2:], colorize(np.zeros((6, 3)), 0, 0.25, "inferno"))
     assert (error[:, :2].sum(-1) > error[:, 2:].sum(-1).max()).all()  # errors are brighter
+    # The error is the mean over the channels: 0.24 off in red alone is 0.08.
+    red = np.tile(np.float32([0.24, 0.0, 0.0]), (2, 2, 1))
+    error = side_by_side(np.zeros((2, 2, 3), np.float32), red, gap=0)[:, 4:]
+    np.testing.assert_allclose(error, colorize(np.full((2, 2), 0.08), 0, 0.25, "inferno"), atol=1e-6)
     with pytest.raises(ValueError):
         side_by_side(truth, pred[:, :4])
 

@@ -39,11 +39,18 @@ def raw(tmp_path_factory):
     (SplitConfig(strategy="tail", test_fraction=0.01, val_views=0), [9]),
     (SplitConfig(strategy="tail", test_fraction=0.99, val_views=0), list(range(1, 10))),
     (SplitConfig(strategy="every_nth", every_nth=3, val_views=0), [0, 3, 6, 9]),
+    (SplitConfig(strategy="tail", test_fraction=0.25, val_views=0), [8, 9]),  # 2.5 rounds to even
+    (SplitConfig(strategy="tail", test_fraction=0.17, val_views=0), [8, 9]),  # 1.7 rounds up, not down
 ])
 def test_fixed_strategies(config, test):
     train_idx, val_idx, test_idx = split_indices(make_scene(), config)
     assert test_idx.tolist() == test and val_idx.tolist() == []
     assert train_idx.tolist() == [i for i in range(10) if i not in test]
+
+
+def test_a_scene_of_one_view_cannot_be_split():
+    with pytest.raises(DataError, match=r"the scene has 1 view; a split needs at least 2"):
+        split_indices(make_scene(n=1), SplitConfig(strategy="tail", val_views=0))
 
 
 @pytest.mark.parametrize(("config", "val"), [
@@ -269,7 +276,10 @@ def test_alpha_of_the_wrong_shape_is_named(tmp_path):
     (lambda v: {"images": np.where(v.images > 0.5, np.nan, v.images)}, r"images: expected colours in"),
     (lambda v: {"images": v.images[..., 0]}, r"images has shape \(8, 4, 6\), expected \(views, height,"),
     (lambda v: {"poses": v.poses[:, :3]}, r"poses has shape \(8, 3, 4\), expected \(8, 4, 4\) finite"),
+    (lambda v: {"poses": np.where(np.eye(4, dtype=bool), np.inf, v.poses)},
+     r"poses has shape \(8, 4, 4\), expected \(8, 4, 4\) finite"),
     (lambda v: {"focal": 0.0}, r"focal is 0\.0, expected a positive number of pixels"),
+    (lambda v: {"focal": float("inf")}, r"focal is inf, expected a positive number of pixels"),
     (lambda v: {"background": np.zeros(4, np.float32)}, r"background has shape \(4,\), expected \(3,\)"),
 ])
 def test_a_split_file_whose_arrays_disagree_is_named(tmp_path, change, expected):

@@ -57,6 +57,11 @@ def test_mp4_and_gif_hold_every_frame(tmp_path) -> None:
     assert meta["duration"] == pytest.approx(1000 / 12, abs=10) and meta["loop"] == 0
 
 
+def test_an_mp4_keeps_a_fractional_frame_rate(tmp_path) -> None:
+    write_mp4(tmp_path / "v.mp4", _frames(), fps=12.5)
+    assert iio.immeta(tmp_path / "v.mp4")["fps"] == 12.5
+
+
 def _gif_delays(path) -> list[int]:
     from PIL import Image
 
