@@ -38,11 +38,18 @@ def _rows(table: str) -> str:
     return table if len(table.splitlines()) >= 3 else ""
 
 
-def _run(cmd: list[str], cwd: Path, what: str) -> str:
+def _run(cmd: list[str], cwd: Path, what: str, warnings: list[str]) -> str:
+    """``cmd``'s output; its last line of error if it fails. What it warns of (``WARNING:``
+    lines: a revision whose metrics DVC could not read, which its table shows as ``-``) is
+    added to ``warnings``, once each."""
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
         raise DataError(f"{what} failed: {lines[-1]}")
+    for line in result.stderr.splitlines():
+        said = line.removeprefix("WARNING:").strip()
+        if line.startswith("WARNING:") and said not in warnings:
+            warnings.append(said)
     return result.stdout
 
 
@@ -110,10 +117,12 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
     new_name = new or "workspace"
     dvc = _dvc()
 
-    metrics = _rows(_run([dvc, "metrics", "diff", *revs, "--md", "--all"], root, "dvc metrics diff"))
-    params = _rows(_run([dvc, "params", "diff", *revs, "--md"], root, "dvc params diff"))
+    warnings: list[str] = []
+    metrics = _rows(_run([dvc, "metrics", "diff", *revs, "--md", "--all"], root, "dvc metrics diff",
+                         warnings))
+    params = _rows(_run([dvc, "params", "diff", *revs, "--md"], root, "dvc params diff", warnings))
     with atomic_dir(out.parent / "plots", holds=("index.html", "static")) as tmp:
-        _run([dvc, "plots", "diff", *revs, "-o", str(tmp)], root, "dvc plots diff")
+        _run([dvc, "plots", "diff", *revs, "-o", str(tmp)], root, "dvc plots diff", warnings)
     plots = out.parent / "plots"
     index = plots / "index.html"
     rows = _side_by_side(new, plots, out)
@@ -123,6 +132,8 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
         "",
         *([f"`{old}` and `{new_name}` are the same commit ({commits[0][:7]}): nothing differs.", ""]
           if same else []),
+        *(["DVC warned (a `-` below may be a value it could not read):", "",
+           *(f"- {said}" for said in warnings), ""] if warnings else []),
         "## Metrics",
         "",
         metrics or ("No metric differs." if same else "No metrics found."),

@@ -112,6 +112,28 @@ def test_report_between_two_commits(project, tmp_path):
     assert links == [f"plots/static/HEAD_renders_compare_00{v}_view_00{v}.png" for v in range(2)]
     with Image.open(tmp_path / links[0]) as image:
         assert image.getpixel((0, 0)) == (300 % 256, 0, 0)
+    # Each row names its view as the render stage does, without the revision's prefix.
+    rows = [line for line in text.split("## Side-by-side")[1].splitlines() if "](" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| 000_view_000", "| 001_view_001"]
+
+
+def test_a_report_from_a_subfolder_of_the_project(project, tmp_path):
+    text = build_report("HEAD~1", "HEAD", tmp_path / "review.md", repo=project / "metrics").read_text()
+    assert "20.5" in text and "21.5" in text
+
+
+def test_what_dvc_warns_of_is_in_the_report(project, tmp_path):
+    # An unreadable dvc.yaml in the workspace: dvc shows its metrics as "-" and only warns.
+    repo = tmp_path / "repo"
+    shutil.copytree(project, repo, symlinks=True)
+    (repo / "dvc.yaml").write_text("stages: [unclosed\n")
+    text = build_report("HEAD", None, tmp_path / "review.md", repo=repo).read_text()
+    head, metrics = text.split("## Metrics")
+    assert "DVC warned" in head and "YAML file structure is corrupted" in head
+    assert head.count("- failed to load metrics in revision 'workspace'") == 1
+    assert "| 21.5 " in metrics and "| -" in metrics
+    clean = build_report("HEAD~1", "HEAD", tmp_path / "clean.md", repo=project).read_text()
+    assert "DVC warned" not in clean
 
 
 def test_one_commit_under_two_names_says_so(project, tmp_path):
@@ -138,6 +160,8 @@ def test_an_experiment_is_named_as_dvc_exp_show_lists_it(project, tmp_path):
     text = build_report("HEAD", "more-steps", tmp_path / "review.md", repo=repo).read_text()
     metrics = text.split("## Metrics")[1].split("## Params")[0]
     assert "21.5" in metrics and "23.5" in metrics  # 20 + steps / 200 at 300 and 700 steps
+    with pytest.raises(DataError, match="unknown git revision 'steps'"):  # a name, not its end
+        build_report("HEAD", "steps", tmp_path / "review.md", repo=repo)
 
 
 def test_report_against_the_workspace(project, tmp_path):
