@@ -92,6 +92,8 @@ def test_evaluate_writes_metrics_csv_and_plot(workdir: Path) -> None:
     assert [r["image"] + ".png" for r in rows] == [view_filename(i, n) for i, n in enumerate(NAMES)]
     assert [float(r["psnr"]) for r in rows] == pytest.approx(want_psnr.tolist(), abs=1e-4)
     assert [float(r["ssim"]) for r in rows] == pytest.approx(want_ssim.tolist(), abs=1e-5)
+    # Rounded as in eval.json: 4 decimals of PSNR, 5 of SSIM (a diff shows changes, not noise).
+    assert all(len(r["psnr"].partition(".")[2]) <= 4 and len(r["ssim"].partition(".")[2]) <= 5 for r in rows)
 
     plot = workdir / "metrics/per_view_psnr.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

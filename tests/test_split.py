@@ -357,6 +357,7 @@ def test_split_is_deterministic(raw, tmp_path):
             assert all(a.read(n) == b.read(n) for n in a.namelist())
             # The files' own bytes too (DVC hashes them): no clock time in the members' headers.
             assert all(info.date_time == (1980, 1, 1, 0, 0, 0) for info in a.infolist())
+            assert all(info.compress_type == zipfile.ZIP_DEFLATED for info in a.infolist())
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     manifest = (tmp_path / "a" / "manifest.json").read_text()
     assert manifest == (tmp_path / "b" / "manifest.json").read_text()
