@@ -96,13 +96,15 @@ def video_path(
     return orbit(frames, mean_distance if radius is None else radius, elevation, center, swing, turns)
 
 
-def depth_shifts(poses: np.ndarray, around: np.ndarray, distance: float) -> np.ndarray:
+def depth_shifts(poses: np.ndarray, around: np.ndarray, near: float, far: float) -> np.ndarray:
     """(n,) how much farther each of ``poses`` (n, 4, 4) is from what the cameras ``around``
-    look at (:func:`scene_center`) than those cameras are on average: the shift of the
-    trained [near, far] that keeps the scene in range for a camera farther out or nearer in
+    look at (:func:`scene_center`) than those cameras are on average, but never less than
+    ``-near``: the shift of the trained [near, far] that keeps the scene in range for a
+    camera farther out or nearer in, without sampling behind it
     (:func:`nerf.models.render_image`)."""
-    center, mean_distance = scene_center(around, distance)
-    return np.linalg.norm(poses[:, :3, 3].astype(np.float64) - center, axis=-1) - mean_distance
+    center, mean_distance = scene_center(around, (near + far) / 2)
+    farther = np.linalg.norm(poses[:, :3, 3].astype(np.float64) - center, axis=-1) - mean_distance
+    return np.maximum(farther, -near)
 
 
 class PoseFile(NamedTuple):

@@ -214,13 +214,14 @@ def render_image(model: Model, pose: Tensor, height: int, width: int, focal: flo
     device's :func:`default_chunk`); any ``chunk`` gives the same image up to float rounding.
 
     pose: (4, 4) on the model's device. Returns rgb (height, width, 3), depth and
-    opacity (height, width). ``shift`` moves the depth range sampled from the model's
-    [near, far] to [near + shift, far + shift] (at least 0): for a camera that much farther
-    from the scene than the training cameras (:func:`nerf.camera_path.depth_shifts`), which
-    would otherwise see nothing. Depths are still from the camera.
+    opacity (height, width). ``shift`` (>= -near) moves the depth range sampled from the
+    model's [near, far] to [near + shift, far + shift]: for a camera that much farther from
+    the scene than the training cameras (:func:`nerf.camera_path.depth_shifts`), which would
+    otherwise see nothing. Depths are still from the camera.
     """
+    if shift < -model.near:
+        raise ValueError(f"shift {shift} would sample behind the camera (near is {model.near})")
     rays = image_rays(pose, height, width, focal)
-    shift = max(shift, -model.near)
     if shift:  # the same sample points as [near + shift, far + shift] from the camera
         rays = Rays(rays.origins + shift * rays.directions, rays.directions)
     chunk = chunk or default_chunk(pose.device)

@@ -55,12 +55,12 @@ def main() -> None:
         poses, names, truths = requested.poses, requested.names, [None] * len(requested.poses)
         focal = requested.focal(width, focal)
         # A camera farther from the scene than the test cameras samples as much farther.
-        shifts = depth_shifts(poses, views.poses, (model.near + model.far) / 2)
+        shifts = depth_shifts(poses, views.poses, model.near, model.far)
     with (atomic_dir(args.out, holds=RENDERS) as out, deterministic(device),
           tqdm(range(len(poses)), desc="render", unit="view", dynamic_ncols=True) as bar):
         for i in bar:
             pose = torch.from_numpy(np.ascontiguousarray(poses[i])).to(device)
-            shift = max(float(shifts[i]), -model.near)  # not behind the camera
+            shift = float(shifts[i])
             result = render_image(model, pose, height, width, focal, params.render.chunk, shift)
             rgb = result.rgb.clamp(0, 1).cpu().numpy()
             opacity = result.opacity.cpu().numpy()

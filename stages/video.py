@@ -47,23 +47,22 @@ def main() -> None:
     model.eval()
     views = load_views(args.test)
     height, width, focal = scaled_camera(views.height, views.width, views.focal, config.width or views.width)
-    distance = (model.near + model.far) / 2
     if args.poses is None:
         poses = video_path(config.path, config.frames, config.radius, config.elevation, config.amplitude,
-                           config.turns, views.poses, distance)
+                           config.turns, views.poses, (model.near + model.far) / 2)
     else:
         requested = read_poses(args.poses)
         poses = requested.poses
         focal = requested.focal(width, focal)
     # A camera farther out than the test cameras (video.radius) samples a depth range as far
     # beyond the trained [near, far]: the scene, not the empty space in front of it.
-    shifts = depth_shifts(poses, views.poses, distance)
+    shifts = depth_shifts(poses, views.poses, model.near, model.far)
 
     frames = []
     with atomic_dir(args.out, holds=("video.mp4", "video.gif")) as out, deterministic(device):
         with tqdm(range(len(poses)), desc="video", unit="frame", dynamic_ncols=True) as bar:
             for i in bar:
-                shift = max(float(shifts[i]), -model.near)  # not behind the camera
+                shift = float(shifts[i])
                 result = render_image(model, torch.from_numpy(poses[i]).to(device), height, width, focal,
                                       params.render.chunk, shift)
                 depth = depth_image(result.depth.cpu().numpy(), result.opacity.cpu().numpy(),

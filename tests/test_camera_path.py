@@ -106,7 +106,9 @@ def test_depth_shifts_are_the_distance_beyond_the_cameras_mean() -> None:
     poses = np.stack([look_at(np.array([0.0, 0.0, 8.0]), np.zeros(3)),
                       look_at(np.array([0.0, -1.0, 0.0]), np.array([0.0, -5.0, 0.0])),
                       *orbit(3, 3.0, 20.0, np.zeros(3))])
-    np.testing.assert_allclose(depth_shifts(poses, around, 1.0), [5.0, -2.0, 0.0, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(depth_shifts(poses, around, 2.0, 6.0), [5.0, -2.0, 0.0, 0.0, 0.0], atol=1e-6)
+    # Never so much nearer that it would sample behind the camera.
+    np.testing.assert_allclose(depth_shifts(poses[:2], around, 1.5, 6.0), [5.0, -1.5], atol=1e-6)
 
 
 def test_read_poses_blender_convention(tmp_path) -> None:

@@ -99,12 +99,14 @@ def test_render_image_shapes_and_chunking_match_render_rays(kind) -> None:
 
 
 @pytest.mark.parametrize("kind", ["seed", "nerf", "fast"])
-@pytest.mark.parametrize(("shift", "moved"), [(1.5, 1.5), (-0.5, -0.5), (-3.0, -NEAR)])
-def test_render_image_shift_samples_a_depth_range_that_much_farther(kind, shift, moved) -> None:
-    # The same as a model trained on [near + shift, far + shift], never behind the camera.
+@pytest.mark.parametrize("shift", [1.5, -0.5, -NEAR])
+def test_render_image_shift_samples_a_depth_range_that_much_farther(kind, shift) -> None:
+    # The same as a model trained on [near + shift, far + shift]; not behind the camera.
     model = tiny_model(kind)
+    with pytest.raises(ValueError, match="behind the camera"):
+        render_image(model, POSE, 6, 5, 5.0, shift=-NEAR - 0.1)
     moved_model = copy.deepcopy(model)
-    moved_model.near, moved_model.far = NEAR + moved, FAR + moved
+    moved_model.near, moved_model.far = NEAR + shift, FAR + shift
     out = render_image(model, POSE, 6, 5, 5.0, shift=shift)
     expected = render_image(moved_model, POSE, 6, 5, 5.0)
     assert not torch.allclose(expected.rgb, render_image(model, POSE, 6, 5, 5.0).rgb, atol=1e-3)
