@@ -7,6 +7,7 @@ import functools
 import http.server
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -97,6 +98,13 @@ def write_params(folder: Path, **sections: dict) -> Path:
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
+
+
+# A shell's background job (`make test &`) starts with SIGINT ignored, and every child would
+# inherit that, so the tests that stop a stage with Ctrl-C would wait for it in vain. Handled
+# here instead of ignored, it is the default again in every child started.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def compile_for_h100(script: str, cache: Path) -> list[str]:
