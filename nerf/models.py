@@ -216,8 +216,8 @@ def render_image(model: Model, pose: Tensor, height: int, width: int, focal: flo
     pose: (4, 4) on the model's device. Returns rgb (height, width, 3), depth and
     opacity (height, width). ``shift`` (>= -near) moves the depth range sampled from the
     model's [near, far] to [near + shift, far + shift]: for a camera that much farther from
-    the scene than the training cameras (:func:`nerf.camera_path.depth_shifts`), which would
-    otherwise see nothing. Depths are still from the camera.
+    the scene than the cameras it was trained and tested from (:func:`nerf.camera_path.depth_shifts`),
+    which would otherwise see nothing. Depths are still from the camera.
     """
     if shift < -model.near:
         raise ValueError(f"shift {shift} would sample behind the camera (near is {model.near})")
