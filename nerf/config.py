@@ -7,7 +7,9 @@ range fails at once with a :class:`ConfigError` whose message names the full key
 
 Range limits and allowed values live on the fields (``field(metadata=...)``) and are
 checked by :func:`build`, which :func:`load_params` uses; cross-field rules live in
-``__post_init__``, so they hold for configs built in code, too.
+``__post_init__``, so they hold for configs built in code, too. The fields' defaults are
+the committed ``params.yaml``'s values (a test keeps them so), so ``Params()`` is what the
+pipeline runs by default.
 """
 
 from __future__ import annotations
@@ -171,13 +173,13 @@ class NerfModelConfig:
 class FastModelConfig:
     """Instant-NGP family: hash-grid field, occupancy grid, SH view encoding."""
 
-    levels: int = _range(12, ge=1)
+    levels: int = _range(8, ge=1)
     features_per_level: int = _range(2, ge=1)
     log2_table_size: int = _range(17, ge=4, le=26)
     # Cells per side of the coarsest and finest levels; at most 2^24, where cell coordinates
     # stop being exact in float32 (and int32 indices would overflow).
     base_resolution: int = _range(16, ge=2, le=2**24)
-    max_resolution: int = _range(512, ge=2, le=2**24)
+    max_resolution: int = _range(256, ge=2, le=2**24)
     hidden: int = _range(64, ge=1)
     geo_features: int = _range(15, ge=1)
     sh_degree: int = _range(4, ge=1, le=4)
@@ -229,7 +231,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = _range(1000, ge=1)
+    steps: int = _range(800, ge=1)
     # A training-time budget in seconds (validation and checkpoints excluded): training stops
     # once it is spent, and the learning rate decays over whichever of steps and time is
     # further along. null: steps alone (a time budget makes results depend on the machine).

@@ -36,6 +36,16 @@ def test_repository_params_load_with_fast_as_the_default_kind():
     assert load_params(REPO / "params.yaml").model.kind == "fast"
 
 
+def test_code_defaults_are_the_committed_params(tmp_path):
+    # A config built in code (Params(), FastModelConfig()) gets what the pipeline runs by
+    # default. The committed file, not the workspace's: `dvc exp run -S` leaves its values there.
+    shown = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO, capture_output=True,
+                           text=True, check=False)
+    committed = tmp_path / "params.yaml"
+    committed.write_text(shown.stdout if shown.returncode == 0 else (REPO / "params.yaml").read_text())
+    assert load_params(committed) == Params()
+
+
 def test_round_trip_of_defaults(tmp_path):
     assert load_params(write(tmp_path, lambda p: None)) == Params()
 
