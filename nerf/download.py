@@ -137,7 +137,10 @@ def download(config: DataConfig, out: str | Path) -> dict[str, Any]:
                 f"the file has {digest}"
             )
         archive = path.is_file() and zipfile.is_zipfile(path) and not is_npz(path)
-        if archive and config.format != "npz":
+        if archive and config.format == "npz":
+            raise DataError(f"{label}: data.format is npz, but this is a zip archive without .npy arrays "
+                            "(a Blender folder's?); use auto, or blender")
+        if archive:
             path = _extract(path, scratch / "extracted", label)
         try:
             fmt = detect_format(path, config.format)

@@ -129,6 +129,19 @@ def test_url_zip_with_two_scenes(http_server, old_raw, make_blender):
     assert_untouched(old_raw)
 
 
+def test_a_zip_of_a_blender_folder_given_as_npz_says_so(tmp_path, old_raw, make_blender):
+    folder = make_blender(tmp_path / "lego", {"train": [0, 1]})
+    archive = tmp_path / "lego.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in folder.rglob("*"):
+            zf.write(path, path.relative_to(tmp_path))
+    with pytest.raises(DataError, match=r"lego\.zip: data\.format is npz, but this is a zip archive without "
+                                        r"\.npy arrays .*; use auto, or blender"):
+        download(DataConfig(source=str(archive), format="npz"), old_raw)
+    assert_untouched(old_raw)
+    assert download(DataConfig(source=str(archive), format="blender"), old_raw)["views"] == 2
+
+
 def test_url_checksum_mismatch(http_server, old_raw):
     www, base = http_server
     source = write_npz(www / "tiny.npz")
