@@ -17,10 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ruamel.yaml import YAMLError
+
+from nerf.config import parse_yaml
 from nerf.errors import DataError, run_stage
 from nerf.io import atomic_dir, atomic_file
-
-COMPARE = "renders/compare"  # dvc.yaml's ${paths.renders}/compare: the side-by-side images
 
 
 def _dvc() -> str:
@@ -86,12 +87,23 @@ def _link(target: Path, out: Path) -> str:
     return Path(os.path.relpath(target, out.parent)).as_posix()
 
 
-def _side_by_side(new: str | None, plots: Path, out: Path) -> list[str]:
-    """Markdown table rows linking the new revision's truth | render | error images: the
-    copies ``dvc plots diff`` wrote beside the report (a revision's from the DVC cache, the
-    workspace's as ``workspace_...``), so that the links hold wherever ``reports/`` is
-    published (a CI artifact has no ``renders/`` beside it)."""
-    prefix = f"{new or 'workspace'}_{COMPARE}_".replace(os.sep, "_").replace("/", "_")
+def _compare_plot(root: Path) -> str | None:
+    """The plots entry of the side-by-side images, ``${paths.renders}/compare`` with the
+    ``paths`` var of the project's dvc.yaml (where every path is written once); None where
+    dvc.yaml is unreadable or has no such var."""
+    try:
+        spec = parse_yaml((root / "dvc.yaml").read_text(encoding="utf-8"))
+        return next(f"{v['paths']['renders']}/compare" for v in spec["vars"] if "paths" in v)
+    except (OSError, UnicodeDecodeError, YAMLError, KeyError, TypeError, StopIteration):
+        return None
+
+
+def _side_by_side(new: str | None, compare: str, plots: Path, out: Path) -> list[str]:
+    """Markdown table rows linking the new revision's truth | render | error images (the
+    plots entry ``compare``): the copies ``dvc plots diff`` wrote beside the report (a
+    revision's from the DVC cache, the workspace's as ``workspace_...``), so that the links
+    hold wherever ``reports/`` is published (a CI artifact has no ``renders/`` beside it)."""
+    prefix = f"{new or 'workspace'}_{compare}_".replace(os.sep, "_").replace("/", "_")
     images = sorted((plots / "static").glob(f"{_glob_escape(prefix)}*.png"))
     named = [(p.stem[len(prefix):], p) for p in images]
     return [f"| {name} | [{name}.png]({_link(path, out)}) |" for name, path in named]
@@ -125,7 +137,8 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
         _run([dvc, "plots", "diff", *revs, "-o", str(tmp)], root, "dvc plots diff", warnings)
     plots = out.parent / "plots"
     index = plots / "index.html"
-    rows = _side_by_side(new, plots, out)
+    compare = _compare_plot(root)
+    rows = _side_by_side(new, compare, plots, out) if compare else []
 
     lines = [
         f"# Review: `{old}` → `{new_name}`",
@@ -154,10 +167,12 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
     ]
     if rows:
         lines += ["| view | image |", "| --- | --- |", *rows]
-    else:
+    elif compare:
         lines.append(
-            f"No `{COMPARE}` images for `{new_name}` (run `dvc repro`, or `dvc pull` for a revision)."
+            f"No `{compare}` images for `{new_name}` (run `dvc repro`, or `dvc pull` for a revision)."
         )
+    else:
+        lines.append("No side-by-side images: the workspace's dvc.yaml sets no `paths.renders` var.")
     with atomic_file(out) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out

@@ -33,26 +33,30 @@ from PIL import Image
 steps = yaml.safe_load(open("params.yaml"))["train"]["steps"]
 psnr = 20 + steps / 200
 os.makedirs("metrics", exist_ok=True)
-os.makedirs("renders/compare", exist_ok=True)
+os.makedirs("out/views/compare", exist_ok=True)
 json.dump({"psnr": psnr, "ssim": 0.9}, open("metrics/eval.json", "w"))
 open("metrics/per_view.csv", "w").write("view,psnr\\n" + "".join(f"{v},{psnr + v}\\n" for v in range(3)))
 for v in range(2):
-    Image.new("RGB", (6, 2), (steps % 256, v, 0)).save(f"renders/compare/{v:03d}_view_{v:03d}.png")
+    Image.new("RGB", (6, 2), (steps % 256, v, 0)).save(f"out/views/compare/{v:03d}_view_{v:03d}.png")
 """
 
+# The renders' folder is not the pipeline's default: the report reads it from the vars.
 DVC_YAML = """\
+vars:
+  - paths:
+      renders: out/views
 stages:
   fake:
     cmd: python make_metrics.py
     deps: [make_metrics.py]
     params: [train.steps]
-    outs: [renders/compare]
+    outs: ["${paths.renders}/compare"]
     metrics:
       - metrics/eval.json: {cache: false}
     plots:
       - metrics/per_view.csv: {cache: false, x: view, y: psnr}
 plots:
-  - renders/compare
+  - ${paths.renders}/compare
 """
 
 
@@ -109,7 +113,7 @@ def test_report_between_two_commits(project, tmp_path):
     assert "metrics/per_view.csv" in html and html.count("<img src=") == 4  # 2 images x 2 revisions
     # The new revision's images, read from the DVC cache by `dvc plots diff`.
     links = table_links(text)
-    assert links == [f"plots/static/HEAD_renders_compare_00{v}_view_00{v}.png" for v in range(2)]
+    assert links == [f"plots/static/HEAD_out_views_compare_00{v}_view_00{v}.png" for v in range(2)]
     with Image.open(tmp_path / links[0]) as image:
         assert image.getpixel((0, 0)) == (300 % 256, 0, 0)
     # Each row names its view as the render stage does, without the revision's prefix.
@@ -177,7 +181,7 @@ def test_report_against_the_workspace(project, tmp_path):
     assert (tmp_path / "reports/plots/index.html").is_file()
     # Links inside reports/ (the CI artifact holds nothing else): dvc plots diff's copies.
     links = table_links(text)
-    assert links == [f"plots/static/workspace_renders_compare_00{v}_view_00{v}.png" for v in range(2)]
+    assert links == [f"plots/static/workspace_out_views_compare_00{v}_view_00{v}.png" for v in range(2)]
     with Image.open(out.parent / links[1]) as image:  # the workspace's images
         assert image.getpixel((0, 0)) == (500 % 256, 1, 0)
 
@@ -196,6 +200,7 @@ def test_a_project_with_nothing_to_compare_says_so(tmp_path):
     repo = empty_project(tmp_path)
     text = build_report("HEAD", None, tmp_path / "review.md", repo=repo).read_text()
     assert "No metrics found." in text and "No param changes." in text and "No plots found." in text
+    assert "No side-by-side images: the workspace's dvc.yaml sets no `paths.renders` var." in text
     assert "|---" not in text  # no empty tables
 
 
