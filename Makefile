@@ -14,10 +14,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # (kept even where every row has the same: a sweep of render.* or video.* retrains nothing);
 # best validation PSNR first (pick by it: the test views stay a fair final score).
 # Failed and queued experiments have no results of their own: `dvc queue status` lists them.
-# Column patterns match from the start of the name. (checkpoints: an output in experiments
-# run before it became untracked scratch.)
-EXP_DROP := Created|State|Executor|.*loss|train\.psnr|train\.learning_rate|step$$|val\.seconds|psnr_m|n_views|(models|renders|videos|checkpoints)($$|/)|data/
-EXP_KEEP := model\.kind|train\.steps$$|train\.seconds$$|train\.steps_per_second$$|val\.psnr$$|psnr$$|ssim$$
+# Column patterns match from the start of the name; no path is named here (dvc.yaml's vars
+# hold them): the dependency and output columns are those with a / or without a dot
+# (models), but for the table's own (Experiment, rev, typ, parent); params and the
+# training log's metrics are section.key, eval.json's psnr and ssim are kept by name.
+EXP_DROP := .*loss|train\.psnr|train\.learning_rate|val\.seconds|.*/|(?!(Experiment|rev|typ|parent)$$)[^.]*$$
+EXP_KEEP := (.*:)?(model\.kind|train\.steps|train\.seconds|train\.steps_per_second|val\.psnr|psnr|ssim)$$
 
 setup: $(VENV)/.installed
 
@@ -45,7 +47,7 @@ bench: setup
 # Run after `dvc exp run --queue ...` and `dvc queue start` (see the README); EXP_ARGS adds
 # flags, e.g. EXP_ARGS=--md for a markdown table.
 experiments:
-	dvc exp show --only-changed --hide-workspace --hide-failed --hide-queued --sort-by metrics/train/metrics.json:val.psnr --sort-order desc \
+	dvc exp show --only-changed --hide-workspace --hide-failed --hide-queued --sort-by val.psnr --sort-order desc \
 	  --drop '$(EXP_DROP)' --keep '$(EXP_KEEP)' $(EXP_ARGS)
 
 # For bench/gpu.sh on a lent GPU machine: the wheels its image lacks (it has torch, triton,

@@ -6,6 +6,7 @@ modules that script uses, so that editing library code reruns the stages it affe
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,18 @@ def test_stage_help_names_the_command_dvc_runs(name: str) -> None:
     done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.startswith(f"usage: python -m {module} "), done.stdout[:80]
+
+
+def test_no_script_beside_dvc_yaml_repeats_a_path_of_its_vars() -> None:
+    # dvc.yaml's vars hold every path once: a folder renamed there must not leave the
+    # Makefile (make experiments), CI or the GPU bench reading the old one.
+    paths = yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"][0]["paths"].values()
+    found = []
+    scripts = [REPO / "Makefile", REPO / ".ci/run", *sorted((REPO / ".github").rglob("*.yml")),
+               *sorted(REPO.glob("bench/*.sh"))]
+    for script in scripts:
+        for number, line in enumerate(script.read_text().splitlines(), 1):
+            if not line.lstrip().startswith("#"):
+                found += [f"{script.relative_to(REPO)}:{number}: {path}" for path in paths
+                          if re.search(rf"(^|[^\w/.-]){re.escape(path)}($|/|[^\w])", line)]
+    assert not found
