@@ -117,6 +117,14 @@ def test_round_trip_of_defaults(tmp_path):
         (lambda p: p["model"]["nerf"].update(depth=4), "model.nerf.skip",
          "must be < model.nerf.depth (4): the index of a hidden layer, or 0 for no skip connection; got 5"),
         (lambda p: p["model"]["seed"].update(depth=5), "model.seed.skip", "< model.seed.depth (5)"),
+        (lambda p: p["train"].update(time_budget=0), "train.time_budget", "> 0.0, got 0"),
+        (lambda p: p["data"].update(source="  "), "data.source", "is '  '; expected sample"),
+        (lambda p: p["model"]["fast"].update(grid_threshold=1.0), "model.fast.grid_threshold", "< 1.0"),
+        (lambda p: p["model"]["fast"].update(levels=1, log2_table_size=27), "model.fast.log2_table_size",
+         "<= 26, got 27"),
+        (lambda p: p["model"]["fast"].update(sh_degree=5), "model.fast.sh_degree", "<= 4, got 5"),
+        (lambda p: p["model"]["seed"].update(mlp_kernel="triton", width=100), "model.seed.width",
+         "a power of two and at least 16, got 100"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, edit, key, expected):
@@ -207,3 +215,19 @@ def test_the_check_command_finds_a_typo_no_stage_would_read(tmp_path):
     typo = subprocess.run(check, capture_output=True, text=True, env=env, timeout=60, check=False)
     assert typo.returncode == 1
     assert typo.stderr.startswith(f"error: {path}: unknown key data.sha265 in data; expected keys: source, ")
+
+
+def test_values_at_the_edges_of_their_ranges_are_allowed(tmp_path):
+    # 0 means never (checkpoints) and none (validation views); one resolution for every level;
+    # the narrowest MLP the Triton kernels take; a spiral that just reaches 89 degrees.
+    def edit(p):
+        p["train"].update(checkpoint_every=0)
+        p["split"].update(val_views=0)
+        p["model"]["fast"].update(base_resolution=64, max_resolution=64)
+        p["model"]["seed"].update(mlp_kernel="triton", width=16)
+        p["video"].update(path="spiral", elevation=-74.0, amplitude=15.0)
+
+    params = load_params(write(tmp_path, edit))
+    assert (params.train.checkpoint_every, params.split.val_views) == (0, 0)
+    assert params.model.fast.max_resolution == params.model.fast.base_resolution == 64
+    assert (params.model.seed.width, params.video.amplitude) == (16, 15.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -16,7 +17,7 @@ import torch
 from conftest import file_size_limit
 
 from nerf.errors import DataError, run_stage
-from nerf.io import _temp_prefix, atomic_dir, atomic_file, save_torch, sha256_file
+from nerf.io import _temp_prefix, atomic_dir, atomic_file, save_torch, sha256_file, write_json
 
 
 def test_atomic_dir_replaces_on_success_and_keeps_the_old_on_failure(tmp_path) -> None:
@@ -324,3 +325,90 @@ def test_outputs_get_the_modes_of_ordinary_files_and_folders(tmp_path, mask) -> 
         os.umask(old)
     assert (tmp_path / "model.pt").stat().st_mode & 0o777 == 0o666 & ~mask
     assert (tmp_path / "renders").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_replacing_a_folder_leaves_nothing_of_the_old_one_beside_it(tmp_path) -> None:
+    for text in ("one", "two"):
+        with atomic_dir(tmp_path / "out") as tmp:
+            (tmp / "a.txt").write_text(text)
+    assert (tmp_path / "out" / "a.txt").read_text() == "two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_folder_holding_many_foreign_entries_names_three_and_counts_the_rest(tmp_path) -> None:
+    for name in "abcde":
+        (tmp_path / "out" / name).mkdir(parents=True)
+    with (pytest.raises(DataError, match=r"out: holds a, b, c and 2 more, which writing this folder"),
+          atomic_dir(tmp_path / "out", holds=("rgb",))):
+        raise AssertionError("the body must not run")
+
+
+def test_an_os_error_that_is_not_a_write_keeps_its_own_message(tmp_path) -> None:
+    # A dropped connection while downloading into the folder is not a failure to write it.
+    with pytest.raises(ConnectionResetError, match="Connection reset by peer"), atomic_dir(tmp_path / "raw"):
+        raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temporaries_of_a_process_killed_mid_write_are_removed_on_the_next_write(tmp_path) -> None:
+    # SIGKILL runs no clean-up: what the killed process left must be recognisable as its.
+    script = f"""
+import time
+from nerf.io import atomic_dir, atomic_file
+with atomic_dir({str(tmp_path / "out")!r}) as folder, atomic_file({str(tmp_path / "model.pt")!r}) as tmp:
+    (folder / "a").write_text("half")
+    tmp.write_bytes(b"half")
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert proc.stdout.readline() == "writing\n"
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert len(list(tmp_path.iterdir())) == 2  # the two temporaries
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "a").write_text("whole")
+    save_torch(tmp_path / "model.pt", {"step": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "out"]
+
+
+def test_a_sibling_that_only_looks_like_a_temporary_is_left_alone(tmp_path) -> None:
+    notes = tmp_path / ".model.pt.tmp-notes"  # no process id: no process's temporary
+    notes.write_text("keep")
+    save_torch(tmp_path / "model.pt", {"step": 1})
+    assert notes.read_text() == "keep"
+
+
+def test_write_json_keeps_the_key_order_and_ends_with_a_newline(tmp_path) -> None:
+    write_json(tmp_path / "metrics.json", {"psnr": 20.5, "lpips": None})
+    assert (tmp_path / "metrics.json").read_text() == '{\n  "psnr": 20.5,\n  "lpips": null\n}\n'
+
+
+def test_a_stage_out_of_memory_in_numpy_or_on_a_gpu_says_so_in_one_line(capsys) -> None:
+    import numpy as np
+
+    def numpy_main() -> None:
+        np.empty(2**50, dtype=np.uint8)  # a pebibyte: numpy's MemoryError
+
+    def cuda_main() -> None:  # what torch raises when a GPU's memory runs out
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    for main, said in ((numpy_main, "Unable to allocate"), (cuda_main, "CUDA out of memory")):
+        with pytest.raises(SystemExit) as stop:
+            run_stage(main)
+        err = capsys.readouterr().err
+        assert stop.value.code == 1 and err.count("\n") == 1
+        assert err.startswith(f"error: out of memory ({said}")
+
+
+def test_a_stage_puts_back_the_sigterm_handler_it_found() -> None:
+    def fail() -> None:
+        raise DataError("bad input")
+
+    before = signal.getsignal(signal.SIGTERM)
+    run_stage(lambda: None)
+    assert signal.getsignal(signal.SIGTERM) == before
+    with pytest.raises(SystemExit):
+        run_stage(fail)
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -14,6 +14,7 @@ from test_rays import look_at
 from nerf.config import FastModelConfig, ModelConfig, NerfModelConfig, SeedModelConfig
 from nerf.models import FastModel, NerfModel, SeedModel, build_model, default_chunk, render_image
 from nerf.rays import Rays, image_rays
+from nerf.sampling import sample_pdf
 
 NEAR, FAR = 2.0, 6.0
 BACKGROUND = torch.tensor([0.2, 0.4, 0.6])
@@ -230,3 +231,60 @@ def test_fast_batch_size_stays_within_its_bounds_and_the_grid_waits_for_training
     assert model.rays_per_batch() == 64
     model._samples_per_ray = np.float32(0.5)  # 4096 rays, over max_rays_per_batch
     assert model.rays_per_batch() == 256
+
+
+def test_fields_are_every_network_a_kind_evaluates() -> None:
+    # What train.compile compiles: the nerf kind's fine network too.
+    seed, nerf, fast = (tiny_model(kind) for kind in ("seed", "nerf", "fast"))
+    assert seed.fields() == [seed.field] and fast.fields() == [fast.field]
+    assert nerf.fields() == [nerf.coarse, nerf.fine]
+    coarse_only = tiny_model("nerf", fine_samples=0)
+    assert coarse_only.fields() == [coarse_only.coarse]
+
+
+def test_the_background_is_a_buffer_that_moves_and_saves_with_the_model() -> None:
+    model = tiny_model("seed").to(torch.float64)  # as .to(device) moves it with the weights
+    assert model.background.dtype == torch.float64
+    assert torch.equal(model.state_dict()["background"], BACKGROUND.double())
+
+
+@pytest.mark.parametrize(("kind", "name"), [("seed", "field"), ("nerf", "coarse")])
+def test_training_renders_jitter_the_stratified_depths_and_test_renders_take_the_centres(kind, name) -> None:
+    model = tiny_model(kind, **({"fine_samples": 0} if kind == "nerf" else {}))
+    setattr(model, name, ConstantField(0.1))
+    rays = Rays(torch.tensor([[0.0, 0.0, 4.0]]), torch.tensor([[0.0, 0.0, -1.0]]))
+    for seed in (0, 1):
+        model.render_rays(rays, randomized=True, generator=torch.Generator().manual_seed(seed))
+    model.render_rays(rays, randomized=False)
+    first, second, fixed = (4.0 - points[:, 2] for points in getattr(model, name).calls)
+    assert not torch.allclose(first, second, atol=1e-3)
+    torch.testing.assert_close(fixed, NEAR + (FAR - NEAR) * (torch.arange(8) + 0.5) / 8)
+
+
+def test_nerf_training_renders_draw_their_fine_depths_at_random() -> None:
+    # Test renders put the fine samples at fixed levels of the coarse weights' CDF; training
+    # renders draw the levels, as they jitter the coarse depths.
+    model = tiny_model("nerf")
+    model.coarse, model.fine = ConstantField(0.0), ConstantField(0.0)
+    rays = Rays(torch.tensor([[0.0, 0.0, 4.0]]), torch.tensor([[0.0, 0.0, -1.0]]))
+    model.render_rays(rays, randomized=True, generator=torch.Generator().manual_seed(0))
+    coarse, both = (4.0 - field.calls[-1][:, 2] for field in (model.coarse, model.fine))
+    fine = [t for t in both if not torch.isclose(coarse, t).any()]
+    bins = torch.cat([coarse, torch.tensor([FAR])])[None]
+    fixed = sample_pdf(bins, torch.zeros(1, 8), 8, randomized=False)[0]
+    assert len(fine) == 8 and not all(torch.isclose(fixed, t, atol=1e-5).any() for t in fine)
+
+
+def test_fast_batch_size_follows_a_running_mean_of_samples_per_ray() -> None:
+    # Each training render moves the mean a tenth of the way to its own samples per ray.
+    model = tiny_model("fast", max_rays_per_batch=8192)
+    rays = image_rays(POSE, 8, 8, 6.0)
+    samples = model.occupancy.march(rays, NEAR, FAR, True, torch.Generator().manual_seed(0))
+    count = samples.ray_indices.shape[0] / len(rays)
+    model.render_rays(rays, randomized=True, generator=torch.Generator().manual_seed(0))
+    mean = 0.9 * 32 + 0.1 * count
+    assert float(model.samples_per_ray) == pytest.approx(mean, rel=1e-6) and count != 32
+    assert model.rays_per_batch() == int(2048 / mean)
+    # Fewer than one sample per ray (most rays miss): at most samples_per_batch rays.
+    model._samples_per_ray = np.float32(0.5)
+    assert model.rays_per_batch() == 2048

@@ -187,3 +187,24 @@ def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path) -> Non
         resume.save(path, {**_state(10), "unpicklable": lambda: None}, {"a": "1"}, {})
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary left
+
+
+def test_many_differences_show_the_first_five_and_count_the_rest(tmp_path) -> None:
+    path = tmp_path / resume.CHECKPOINT
+    old = {f"train.k{i}": "1" for i in range(7)}
+    resume.save(path, _state(3), old, {})
+    shown = "; ".join(f"train.k{i}: 1 -> 2" for i in range(5))
+    seven = resume.load(path, {key: "2" for key in old}, steps=10)
+    said = f"{path} was made with different inputs ({shown}"
+    assert seven.message == f"{said}; and 2 more); starting over from step 0"
+    five = resume.load(path, {**old, **{f"train.k{i}": "2" for i in range(5)}}, steps=10)
+    assert five.message == f"{said}); starting over from step 0"
+
+
+def test_a_checkpoint_that_spent_exactly_the_budget_leaves_nothing_to_train(tmp_path) -> None:
+    # As training's own test: the budget is spent once the seconds reach it.
+    path = tmp_path / resume.CHECKPOINT
+    fingerprint = _fingerprint(tmp_path)
+    resume.save(path, _state(40, seconds=30.0), fingerprint, {})
+    done = resume.load(path, fingerprint, steps=100, seconds=30.0)
+    assert done.state["step"] == 40 and "nothing left to train" in done.message

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import REPO, cpu_threads, shared_path
 
-from nerf.config import FastModelConfig, ModelConfig, SplitConfig, TrainConfig
+from nerf.config import FastModelConfig, ModelConfig, NerfModelConfig, SplitConfig, TrainConfig
 from nerf.errors import DataError, TrainingError, run_stage
 from nerf.images import read_png, side_by_side, to_uint8
 from nerf.metrics import psnr
@@ -561,6 +561,7 @@ DAMAGES = {
     "background as a list": lambda record: {**record, "background": [1.0, 1.0, 1.0]},
     "near past far": lambda record: {**record, "near": 6.0, "far": 2.0},
     "near not a number": lambda record: {**record, "near": float("nan")},
+    "near behind the camera": lambda record: {**record, "near": -1.0},
 }
 
 
@@ -627,3 +628,107 @@ def test_same_params_same_result_with_any_thread_count() -> None:
     for state in states[1:]:
         assert all(torch.equal(state[name], states[0][name]) for name in states[0]), [
             name for name in states[0] if not torch.equal(state[name], states[0][name])]
+
+
+def test_load_checkpoint_names_a_missing_weight_in_one_line(tmp_path) -> None:
+    model, config = fast_model(4)
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model, config)
+    record = torch.load(path, weights_only=True)
+    del record["state_dict"]["field.grid.table"]
+    torch.save(record, path)
+    with pytest.raises(DataError) as err:
+        load_checkpoint(path)
+    assert str(err.value) == (f"{path}: not a model checkpoint this code can read (RuntimeError: Error(s) in "
+                              "loading state_dict for FastModel:); retrain it (dvc repro train)")
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an Apple GPU")
+def test_pick_device_refuses_mps_where_there_is_none() -> None:
+    with pytest.raises(DataError, match="^params.yaml: train.device is mps but MPS is not available"):
+        pick_device("mps")
+
+
+def test_cpu_training_runs_deterministic_algorithms_and_then_restores_the_setting(crops) -> None:
+    model, _ = fast_model()
+    seen: set[bool] = set()
+    hook = lambda *_: seen.add(torch.are_deterministic_algorithms_enabled())
+    model.field.density_net.register_forward_hook(hook)
+    assert not torch.are_deterministic_algorithms_enabled()
+    train(model, crops, None, train_config(3), CPU, progress=False)
+    assert seen == {True} and not torch.are_deterministic_algorithms_enabled()
+
+
+def test_the_rate_decays_from_lr_at_the_first_step_to_lr_final_at_the_last(crops, tmp_path) -> None:
+    rates = _logged_rates(crops, tmp_path / "live", None)
+    assert rates[0] == pytest.approx(FAST.lr) and rates[-1] == pytest.approx(FAST.lr_final)
+
+
+def test_the_fast_kind_trains_with_instant_ngps_adam_settings(crops) -> None:
+    saved: list[dict] = []
+    model, _ = fast_model()
+    train(model, crops, None, train_config(1), CPU, progress=False, on_checkpoint=saved.append)
+    group = saved[-1]["optimizer"]["param_groups"][0]
+    assert tuple(group["betas"]) == (0.9, 0.99) and group["eps"] == 1e-15
+
+
+def test_resuming_a_finished_state_gives_the_finished_runs_summary(crops) -> None:
+    # What the train stage records in the model file when a rerun finds nothing left to train.
+    config = dataclasses.replace(train_config(6), log_every=4, checkpoint_every=3)
+    train_views, val_views = crops.subset([0, 1, 2]), crops.subset([3])
+    saved: list[dict] = []
+    model, _ = fast_model()
+    full = train(model, train_views, val_views, config, CPU, progress=False, on_checkpoint=saved.append)
+    model, _ = fast_model(7)
+    again = train(model, train_views, val_views, config, CPU, progress=False, resume=saved[-1])
+    assert again == full and full.val_psnr is not None and math.isfinite(full.loss)
+
+
+def test_checkpoint_every_0_never_checkpoints(crops) -> None:
+    saved: list[dict] = []
+    model, _ = fast_model()
+    config = dataclasses.replace(train_config(3), checkpoint_every=0)
+    summary = train(model, crops, None, config, CPU, progress=False, on_checkpoint=saved.append)
+    assert summary.steps == 3 and saved == []
+
+
+def test_a_state_that_spent_exactly_the_budget_trains_no_further(crops) -> None:
+    # As resume.load decides: the budget is spent once the seconds reach it.
+    config = dataclasses.replace(train_config(steps=50), time_budget=1.0, checkpoint_every=5)
+    saved: list[dict] = []
+    model, _ = fast_model()
+    train(model, crops, None, config, CPU, progress=False, on_checkpoint=saved.append,
+          on_step=lambda step, seconds: step == 5)
+    model, _ = fast_model()
+    summary = train(model, crops, None, config, CPU, progress=False, resume=dict(saved[-1], seconds=1.0))
+    assert summary.steps == 5 and summary.seconds == 1.0
+
+
+def test_the_occupancy_grid_first_updates_after_grid_update_every_steps(crops) -> None:
+    # FAST updates every 8 steps: the first 8 steps march the untouched, all-occupied grid.
+    model, _ = fast_model()
+    train(model, crops, None, train_config(8), CPU, progress=False)
+    assert torch.all(model.occupancy.density == -1.0)
+    model, _ = fast_model()
+    train(model, crops, None, train_config(9), CPU, progress=False)
+    assert torch.all(model.occupancy.density >= 0)
+
+
+def test_the_logged_loss_is_the_final_colours_error_without_the_coarse_passes(crops) -> None:
+    # The nerf kind trains on its coarse and fine errors; loss and train PSNR report the fine one.
+    nerf = NerfModelConfig(pos_frequencies=2, dir_frequencies=1, width=16, depth=2, skip=1, coarse_samples=8,
+                           fine_samples=8, rays_per_batch=64)
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(build_model(ModelConfig(kind="nerf", nerf=nerf), NEAR, FAR, torch.zeros(3)))
+    summary = train(models[0], crops, None, dataclasses.replace(train_config(1), log_every=1), CPU,
+                    progress=False)
+    # The first step's batch and render again, from train.seed's stream.
+    generator = torch.Generator().manual_seed(0)
+    data = training_rays(crops, CPU)
+    index = data.batch(64, generator)
+    with torch.no_grad():
+        out = models[1].render_rays(data.rays[index], randomized=True, generator=generator)
+        mse, loss = colour_loss(out, models[1].background, Target(data.colors[index], data.background))
+    assert summary.loss == pytest.approx(float(mse), rel=1e-5) and float(loss) > 1.5 * float(mse)
