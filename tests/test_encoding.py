@@ -195,6 +195,26 @@ def test_hash_grid_levels_run_from_base_to_max_resolution(levels: int, base: int
     assert resolutions == sorted(resolutions)
 
 
+def test_hash_grid_levels_between_round_their_resolution_down() -> None:
+    # Growth sqrt(2.5) from 10 to 25: the middle level has floor(15.81...) = 15 cells, as in instant-NGP.
+    grid = HashGrid(levels=3, log2_table_size=4, base_resolution=10, max_resolution=25)
+    assert grid.resolutions.tolist() == [10, 15, 25]
+
+
+def test_a_level_whose_vertices_just_fill_the_table_is_dense() -> None:
+    # 2^9 rows: 7 cells have 8^3 = 512 vertices (dense, exact), 8 cells 9^3 = 729 (hashed).
+    grid = HashGrid(levels=2, log2_table_size=9, base_resolution=7, max_resolution=8)
+    assert grid.resolutions.tolist() == [7, 8] and grid.dense.tolist() == [True, False]
+    assert grid.table.shape[0] == 512 + 512
+
+
+def test_hash_grid_table_starts_small_and_centred_on_zero() -> None:
+    # instant-NGP's initialisation: uniform in [-1e-4, 1e-4].
+    table = HashGrid(levels=2, log2_table_size=10, base_resolution=4, max_resolution=32).table.detach()
+    assert table.abs().max() <= 1e-4
+    assert table.mean().abs() < 1e-5 and (table < 0).float().mean() == pytest.approx(0.5, abs=0.05)
+
+
 def test_hash_grid_matches_direct_per_point_implementation() -> None:
     grid = make_grid()
     points = sample_points()

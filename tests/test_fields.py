@@ -168,6 +168,45 @@ def test_each_field_is_its_layers_composed_as_its_paper_says(kind: str) -> None:
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in field.parameters())
 
 
+@pytest.mark.parametrize("kind", ["seed", "nerf"])
+def test_a_negative_density_output_is_empty_space(kind: str) -> None:
+    # ReLU, not a magnitude: a density layer pushed below zero gives sigma = 0 everywhere.
+    field = tiny_field(kind)
+    with torch.no_grad():
+        (field.head.bias if kind == "seed" else field.sigma.bias)[-1] = -100.0
+    points, directions = points_and_directions()
+    assert torch.equal(field(points, directions)[1], torch.zeros(256))
+
+
+def test_fast_field_mlps_are_instant_ngps_with_saturating_colours() -> None:
+    # Linear-ReLU-Linear for density, Linear-ReLU-Linear-ReLU-Linear for colour, by hand from the
+    # layers' weights; a large final bias drives the colours to 0 and 1 (white backgrounds).
+    field = tiny_field("fast")
+    d1, d2 = (m for m in field.density_net if isinstance(m, torch.nn.Linear))
+    c1, c2, c3 = (m for m in field.color_net if isinstance(m, torch.nn.Linear))
+    with torch.no_grad():
+        c3.bias.copy_(torch.tensor([12.0, -12.0, 0.0]))
+    points, directions = points_and_directions()
+    h = d2(d1(field.grid(points)).relu())
+    sh = field.sh(directions / directions.norm(dim=-1, keepdim=True))
+    rgb = torch.sigmoid(c3(c2(c1(torch.cat([h[:, 1:], sh], -1)).relu()).relu()))
+    got_rgb, got_sigma = field(points, directions)
+    torch.testing.assert_close(got_rgb, rgb, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(got_sigma, torch.exp(h[:, 0] - 1.0), rtol=1e-5, atol=1e-6)
+    assert got_rgb[:, 0].min() > 0.999 and got_rgb[:, 1].max() < 1e-3
+
+
+def test_fast_field_colour_trains_the_density_network_and_the_grid() -> None:
+    # The geometry features carry the colour loss back into the density MLP and the hash table.
+    field = tiny_field("fast")
+    rgb, _ = field(*points_and_directions())
+    rgb.sum().backward()
+    last = [m for m in field.density_net if isinstance(m, torch.nn.Linear)][-1]
+    assert last.weight.grad is not None and last.weight.grad[1:].abs().sum() > 0
+    assert last.weight.grad[0].abs().sum() == 0  # the density row: not in the colour
+    assert field.grid.table.grad is not None and field.grid.table.grad.abs().sum() > 0
+
+
 def test_default_fields_feed_the_input_back_where_the_paper_and_the_seed_do() -> None:
     # NeRF (Mildenhall et al., its code's skips=[4]): the sixth layer takes [hidden, position];
     # the seed notebook: its sixth layer too. From the params' defaults, as the pipeline builds them.

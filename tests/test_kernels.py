@@ -97,3 +97,15 @@ def test_a_module_that_may_run_its_kernels_imports_them_at_once(user, kernel) ->
                           check=True)
     imported = kernel == "triton" or (kernel == "auto" and torch.cuda.is_available())
     assert done.stdout.split() == [str(imported), str(imported)]
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_only_cuda_or_the_interpreter_switched_on_runs_the_kernels(user, monkeypatch) -> None:
+    # Apple's GPU (MPS) has no Triton backend; TRITON_INTERPRET=0 is Triton's own "off".
+    make, uses_triton, _, _, _ = USERS[user]
+    pytest.importorskip("triton")
+    auto, triton = make("auto"), make("triton")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert not uses_triton(auto, torch.device("mps")) and not uses_triton(triton, torch.device("mps"))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert not uses_triton(triton, CPU) and not uses_triton(auto, CPU)

@@ -39,6 +39,14 @@ def test_psnr_of_low_precision_images_is_computed_in_float64(dtype: torch.dtype)
     assert psnr(pred, target).tolist() == pytest.approx(expected.tolist(), rel=1e-12)
 
 
+def test_mse_to_psnr_of_a_float32_loss_is_float64() -> None:
+    # Training logs PSNR from a float32 loss: the logarithm must still be taken in float64.
+    mse = torch.tensor([0.3, 1e-3], dtype=torch.float32)
+    out = mse_to_psnr(mse)
+    assert out.dtype == torch.float64
+    assert out.tolist() == pytest.approx([-10 * math.log10(float(m)) for m in mse], rel=1e-13)
+
+
 def test_psnr_identical_is_inf() -> None:
     image = torch.rand(1, 6, 6, 3)
     assert psnr(image, image.clone()).item() == math.inf
@@ -47,6 +55,10 @@ def test_psnr_identical_is_inf() -> None:
 def test_psnr_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="shapes differ"):
         psnr(torch.zeros(4, 4, 3), torch.zeros(4, 5, 3))
+    with pytest.raises(ValueError, match="shapes differ"):  # as many pixels, but broadcastable
+        psnr(torch.zeros(2, 1, 4, 3), torch.zeros(1, 2, 4, 3))
+    with pytest.raises(ValueError, match=r"expected \(\.\.\., h, w, 3\) images, got shape \(4, 3\)"):
+        psnr(torch.zeros(4, 3), torch.zeros(4, 3))  # one row of pixels, not an image
 
 
 def test_ssim_identical_is_one_and_degradation_lowers_it() -> None:
@@ -57,6 +69,17 @@ def test_ssim_identical_is_one_and_degradation_lowers_it() -> None:
     light = ssim((image + 0.05 * noise).clamp(0, 1), image).item()
     heavy = ssim((image + 0.3 * noise).clamp(0, 1), image).item()
     assert 0.0 < heavy < light < 0.99
+
+
+def test_ssim_scores_each_image_of_a_batch_on_its_own() -> None:
+    gen = torch.Generator().manual_seed(2)
+    truth = torch.rand(2, 16, 16, 3, generator=gen)
+    pred = truth.clone()
+    pred[1] = (pred[1] + 0.2 * torch.randn(16, 16, 3, generator=gen)).clamp(0, 1)
+    out = ssim(pred, truth)
+    assert out.shape == (2,)
+    assert out[0].item() == pytest.approx(1.0, abs=1e-9)
+    assert out[1].item() == pytest.approx(ssim(pred[1:], truth[1:]).item(), abs=1e-12) and out[1] < 0.9
 
 
 def _direct_ssim(x: np.ndarray, y: np.ndarray, size: int = 11, sigma: float = 1.5) -> float:

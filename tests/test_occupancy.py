@@ -114,6 +114,32 @@ def test_update_keeps_a_decaying_maximum() -> None:
     assert grid.occupied[:2, :2, :2].all() and not grid.occupied[3, 3, 3]
 
 
+def test_update_finds_density_anywhere_in_a_cell_not_only_at_one_point() -> None:
+    # A slab x in (0.1, 0.2), inside the cells x in [0, 0.5): neither their corners nor their
+    # centres; points drawn anywhere in each cell find it within a few updates.
+    grid = OccupancyGrid(resolution=4, bound=BOUND, threshold=0.01, steps_per_diagonal=16)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        grid.update(lambda p: ((p[:, 0] > 0.1) & (p[:, 0] < 0.2)).float() * 1000.0, generator=gen)
+    assert grid.occupied[2].all()
+    assert not grid.occupied[0].any()  # two cells away from the slab: skipped
+
+
+def test_update_draws_its_points_from_the_generator() -> None:
+    grids = [OccupancyGrid(resolution=4, bound=BOUND, threshold=0.01, steps_per_diagonal=16),
+             OccupancyGrid(resolution=4, bound=BOUND, threshold=0.01, steps_per_diagonal=16)]
+    for grid in grids:
+        grid.update(lambda p: p[:, 0] + 1.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(grids[0].density, grids[1].density)
+
+
+def test_update_decays_by_instant_ngps_095_by_default() -> None:
+    grid = OccupancyGrid(resolution=4, bound=BOUND, threshold=0.01, steps_per_diagonal=16)
+    grid.update(lambda p: torch.full((p.shape[0],), 10.0))
+    grid.update(lambda p: torch.zeros(p.shape[0]))
+    assert torch.allclose(grid.density, torch.tensor(9.5))
+
+
 def _check_packed(grid, rays, samples, near, far) -> None:
     idx, t0, t1 = samples
     assert idx.dtype == torch.int64
@@ -177,6 +203,16 @@ def test_march_clips_to_near_far() -> None:
     _, t0, t1 = grid.march(rays, 0.0, 100.0, randomized=False)
     assert t0[0] == pytest.approx(2.0) and t1[-1] == pytest.approx(4.0)
     assert float((t1 - t0).sum()) == pytest.approx(2.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("randomized", [False, True])
+def test_march_covers_the_cube_s_whole_diagonal(randomized) -> None:
+    # The longest chord: t in [0.5, 2.5] from (-1.5, -1.5, -1.5) along (1, 1, 1).
+    grid = OccupancyGrid(resolution=8, bound=BOUND, threshold=0.01, steps_per_diagonal=16)  # all occupied
+    rays = Rays(torch.full((1, 3), -1.5), torch.ones(1, 3))
+    _, t0, t1 = grid.march(rays, 0.0, 100.0, randomized, generator=torch.Generator().manual_seed(6))
+    assert t1[-1] == pytest.approx(2.5) and torch.allclose(t1[:-1], t0[1:])
+    assert t0[0] >= 0.5 - 1e-6 and t0[0] < 0.5 + 2 / 16 + 1e-6
 
 
 def test_march_randomized_is_seeded() -> None:

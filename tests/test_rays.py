@@ -100,6 +100,13 @@ def test_opengl_convention_row_zero_is_top_column_zero_is_left() -> None:
     assert depth.tolist() == pytest.approx([2.0])
 
 
+def test_a_point_behind_the_camera_projects_with_negative_depth() -> None:
+    # Mirrored through the camera centre: the same pixel's ray, taken backwards (t < 0).
+    xy, depth = project(torch.tensor([[-0.5, -0.25, 2.0]]), torch.eye(4), 4.0, 9, 9)
+    assert depth.tolist() == pytest.approx([-2.0])
+    assert xy[0].tolist() == pytest.approx([4.5 + 4.0 * 0.25, 4.5 - 4.0 * 0.125])
+
+
 def test_image_rays_of_a_real_pose() -> None:
     pose = real_pose()
     h, w, f = 5, 7, 138.88887889922103 / 100 * 7  # the data's field of view, at 7 px

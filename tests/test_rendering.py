@@ -57,6 +57,16 @@ def test_a_very_dense_sample_keeps_the_optical_depth_before_it() -> None:
         assert float(w.sum()) <= 1.0 + 1e-6 and float(w[0, 51]) == 0.0
 
 
+def test_a_uniform_medium_s_opacity_depends_on_its_length_not_how_it_is_cut() -> None:
+    # Density 0.2 over 6 units in intervals longer than one unit: opacity 1 - exp(-1.2), both routes.
+    deltas = torch.tensor([2.5, 0.5, 3.0])
+    sigmas = torch.full((3,), 0.2)
+    expected = 1 - math.exp(-1.2)
+    assert float(weights_dense(sigmas[None], deltas[None]).sum()) == pytest.approx(expected, rel=1e-6)
+    packed = weights_packed(sigmas, deltas, torch.zeros(3, dtype=torch.int64))
+    assert float(packed.sum()) == pytest.approx(expected, rel=1e-6)
+
+
 def test_composite_dense_background_hand_case() -> None:
     weights = torch.tensor([[0.25, 0.25], [0.0, 0.0]])
     rgbs = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]])
@@ -138,6 +148,15 @@ def test_packed_is_exact_after_a_ray_of_huge_optical_depth() -> None:
     ref = weights_dense(sigmas[None, 100:], deltas[None, 100:])[0]
     assert torch.allclose(w[100:], ref, rtol=1e-5, atol=1e-9)
     assert float(w[0]) == pytest.approx(1.0)
+
+
+def test_packed_samples_behind_an_optically_thick_one_are_hidden_as_in_dense() -> None:
+    # Optical depth 30 lets exp(-30) ~ 1e-13 through: far below the cap, so exact as dense.
+    sigmas, deltas = torch.tensor([30.0, 1.0, 2.0]), torch.ones(3)
+    w = weights_packed(sigmas, deltas, torch.zeros(3, dtype=torch.int64))
+    ref = weights_dense(sigmas[None], deltas[None])[0]
+    assert torch.allclose(w, ref, rtol=1e-5, atol=1e-12)
+    assert float(w[1:].sum()) < 1e-12
 
 
 def test_gradients_flow_through_packed_route_and_match_dense() -> None:
