@@ -91,6 +91,20 @@ def deterministic(device: torch.device) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous)
 
 
+@contextlib.contextmanager
+def paused(bar: tqdm) -> Iterator[None]:
+    """Leaves the enclosed work (a validation, a checkpoint) out of ``bar``'s elapsed time
+    and rate, which then are training's: a validation has its own bar."""
+    started = time.time()  # tqdm's clock
+    try:
+        yield
+    finally:
+        if not bar.disable:
+            pause = time.time() - started
+            bar.start_t += pause
+            bar.last_print_t += pause
+
+
 class TrainingRays(NamedTuple):
     """Every pixel of the training views as a ray with its colour, image-major."""
 
@@ -332,22 +346,23 @@ class _Loop:
                     self.log(step, bar)
                 if last:
                     bar.close()  # its time and rate: training's, not the final validation's
-                if self.val_views is not None and self.val_views.n_views > 0 and (
-                    step % config.val_every == 0 or last
-                ):
-                    on_render = None if self.live is None else self.log_validation_image(step)
-                    self.val_psnr = evaluate_views(self.model, self.val_views, self.chunk, self.device,
-                                                   on_render, progress)
-                    if self.live is not None:
-                        self.live.step = step
-                        self.live.log_metric("val/psnr", self.val_psnr)
-                        self.live.log_metric("val/seconds", self.seconds)
-                if self.live is not None and logged:
-                    self.live.next_step()
-                if on_checkpoint is not None and config.checkpoint_every > 0 and (
-                    step % config.checkpoint_every == 0 or last
-                ):
-                    on_checkpoint(self.state())
+                with paused(bar):
+                    if self.val_views is not None and self.val_views.n_views > 0 and (
+                        step % config.val_every == 0 or last
+                    ):
+                        on_render = None if self.live is None else self.log_validation_image(step)
+                        self.val_psnr = evaluate_views(self.model, self.val_views, self.chunk,
+                                                       self.device, on_render, progress)
+                        if self.live is not None:
+                            self.live.step = step
+                            self.live.log_metric("val/psnr", self.val_psnr)
+                            self.live.log_metric("val/seconds", self.seconds)
+                    if self.live is not None and logged:
+                        self.live.next_step()
+                    if on_checkpoint is not None and config.checkpoint_every > 0 and (
+                        step % config.checkpoint_every == 0 or last
+                    ):
+                        on_checkpoint(self.state())
                 if (on_step is not None and on_step(step, self.seconds)) or last:
                     break
         train_psnr = float(mse_to_psnr(torch.tensor(self.last_loss)))
