@@ -71,25 +71,49 @@ def evaluate(renders: np.ndarray, views: Views, config: EvalConfig) -> Evaluatio
     )
 
 
-def _plot_png(result: Evaluation) -> bytes:
-    """Bar chart of per-view PSNR with the mean as a dashed line, as PNG bytes."""
+def _plot(result: Evaluation):
+    """Bar chart of per-view PSNR with the mean as a dashed line (a matplotlib Figure).
+
+    A render identical to its truth (PSNR +inf) gets a bar above every other one, marked ∞;
+    the dashed line is then the other views' mean, and the title says how many were perfect.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    psnrs = result.psnr
-    mean_psnr, mean_ssim = float(psnrs.mean()), float(result.ssim.mean())
-    finite = np.where(np.isfinite(psnrs), psnrs, np.nan)
+    psnrs, mean_ssim = result.psnr, float(result.ssim.mean())
+    perfect = np.isinf(psnrs)
+    others = psnrs[~perfect]
+    top = (float(others.max()) if others.size else 40.0) + 5.0  # where a perfect view's bar ends
     fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(psnrs) + 2), 3.2), dpi=100)
-    ax.bar(np.arange(len(psnrs)), finite, color="tab:blue")
-    ax.axhline(mean_psnr, color="tab:red", linestyle="--", label=f"mean {mean_psnr:.2f} dB")
+    ax.bar(np.arange(len(psnrs)), np.where(perfect, top, psnrs),
+           color=np.where(perfect, "tab:green", "tab:blue"))
+    for view in np.flatnonzero(perfect):
+        ax.annotate("∞", (view, top), ha="center", va="bottom")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # views, not 0.5 of one
-    ax.set(xlabel="test view", ylabel="PSNR (dB)",
-           title=f"mean PSNR {mean_psnr:.2f} dB, mean SSIM {mean_ssim:.4f}")
-    ax.legend(loc="lower right")
+    ax.set(xlabel="test view", ylabel="PSNR (dB)")
+    if others.size:
+        label = "mean" if not perfect.any() else "mean of the others"
+        ax.axhline(float(others.mean()), color="tab:red", linestyle="--",
+                   label=f"{label} {others.mean():.2f} dB")
+        ax.legend(loc="lower right")
+    if perfect.any():
+        ax.set_ylim(top=top * 1.12)  # room for the ∞ marks
+        ax.set_title(f"mean PSNR ∞ ({perfect.sum()} of {len(psnrs)} views identical to their truth)\n"
+                     f"mean SSIM {mean_ssim:.4f}", fontsize="medium")
+    else:
+        ax.set_title(f"mean PSNR {others.mean():.2f} dB, mean SSIM {mean_ssim:.4f}")
     fig.tight_layout()
+    return fig
+
+
+def _plot_png(result: Evaluation) -> bytes:
+    """:func:`_plot` as PNG bytes."""
+    from matplotlib import pyplot as plt
+
+    fig = _plot(result)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)

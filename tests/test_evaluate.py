@@ -19,7 +19,7 @@ import yaml
 
 from nerf.config import EvalConfig, Params, to_dict
 from nerf.errors import DataError
-from nerf.evaluation import evaluate
+from nerf.evaluation import Evaluation, evaluate
 from nerf.images import read_png, view_filename, write_png
 from nerf.metrics import psnr, ssim
 from nerf.views import Views, save_views
@@ -169,6 +169,37 @@ def test_perfect_renders_give_inf_psnr_as_valid_json(workdir: Path) -> None:
     summary = json.loads((workdir / "metrics/eval.json").read_text())
     assert summary["psnr"] == "inf" and math.isinf(float(summary["psnr"]))
     assert summary["ssim"] == pytest.approx(1.0)
+
+
+def _bars(psnrs: list[float]):
+    """The per-view plot of views with these PSNRs: its bar heights, ∞ marks' views, dashed
+    lines' heights and title."""
+    from matplotlib import pyplot as plt
+
+    from nerf.evaluation import _plot
+
+    names = tuple(f"v{i}" for i in range(len(psnrs)))
+    fig = _plot(Evaluation(names, np.array(psnrs), np.full(len(psnrs), 0.9)))
+    ax = fig.axes[0]
+    heights = [bar.get_height() for bar in ax.patches]
+    marks = [round(text.xy[0]) for text in ax.texts if text.get_text() == "∞"]
+    lines = [line.get_ydata()[0] for line in ax.get_lines()]
+    title = ax.get_title()
+    plt.close(fig)
+    return heights, marks, lines, title
+
+
+def test_a_perfect_views_bar_stands_above_the_others_marked_infinite() -> None:
+    heights, marks, lines, title = _bars([25.0, math.inf, 30.0])
+    assert np.isfinite(heights).all() and heights[0] == 25 and heights[2] == 30 and heights[1] > 30
+    assert marks == [1] and lines == [pytest.approx(27.5)]  # the others' mean
+    assert title.startswith("mean PSNR ∞ (1 of 3 views identical to their truth)")
+
+    heights, marks, lines, title = _bars([math.inf, math.inf])
+    assert np.isfinite(heights).all() and marks == [0, 1] and lines == []
+    heights, marks, lines, title = _bars([25.0, 27.0, 31.0])
+    assert heights == [25, 27, 31] and marks == [] and lines == [pytest.approx(83 / 3)]
+    assert title == "mean PSNR 27.67 dB, mean SSIM 0.9000"
 
 
 def _views(n: int, side: int, width: int | None = None) -> Views:
