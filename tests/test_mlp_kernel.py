@@ -129,6 +129,8 @@ def test_the_field_runs_the_kernels_where_chosen() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             assert SeedField(mlp_kernel="auto").uses_triton(cuda)
             assert not SeedField(width=100, mlp_kernel="auto").uses_triton(cuda)  # not a power of two
+        with torch.autocast("cuda", dtype=torch.float16):  # the kernels are bf16: PyTorch
+            assert not SeedField(mlp_kernel="auto").uses_triton(cuda)
     with pytest.raises(ConfigError, match="model.seed.mlp_kernel is triton.*model.seed.width.*got 100"):
         SeedModelConfig(width=100, mlp_kernel="triton")
 
