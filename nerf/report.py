@@ -87,14 +87,25 @@ def _link(target: Path, out: Path) -> str:
     return Path(os.path.relpath(target, out.parent)).as_posix()
 
 
-def _compare_plot(root: Path) -> str | None:
+def _compare_plot(root: Path, commit: str | None) -> str | None:
     """The plots entry of the side-by-side images, ``${paths.renders}/compare`` with the
-    ``paths`` var of the project's dvc.yaml (where every path is written once); None where
-    dvc.yaml is unreadable or has no such var."""
+    ``paths`` var of the project's dvc.yaml (where every path is written once) at ``commit``
+    (None: the workspace's), as ``dvc plots diff`` names that revision's images; None where
+    that dvc.yaml is missing or unreadable, or has no such var."""
+    if commit is None:
+        try:
+            text = (root / "dvc.yaml").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+    else:
+        shown = _git(["show", f"{commit}:./dvc.yaml"], root)  # ./: the project's folder in git
+        if shown.returncode != 0:
+            return None
+        text = shown.stdout
     try:
-        spec = parse_yaml((root / "dvc.yaml").read_text(encoding="utf-8"))
+        spec = parse_yaml(text)
         return next(f"{v['paths']['renders']}/compare" for v in spec["vars"] if "paths" in v)
-    except (OSError, UnicodeDecodeError, YAMLError, KeyError, TypeError, StopIteration):
+    except (YAMLError, KeyError, TypeError, StopIteration):
         return None
 
 
@@ -137,7 +148,7 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
         _run([dvc, "plots", "diff", *revs, "-o", str(tmp)], root, "dvc plots diff", warnings)
     plots = out.parent / "plots"
     index = plots / "index.html"
-    compare = _compare_plot(root)
+    compare = _compare_plot(root, None if new is None else commits[-1])
     rows = _side_by_side(new, compare, plots, out) if compare else []
 
     lines = [
@@ -172,7 +183,8 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
             f"No `{compare}` images for `{new_name}` (run `dvc repro`, or `dvc pull` for a revision)."
         )
     else:
-        lines.append("No side-by-side images: the workspace's dvc.yaml sets no `paths.renders` var.")
+        whose = "the workspace's" if new is None else f"`{new}`'s"
+        lines.append(f"No side-by-side images: {whose} dvc.yaml sets no `paths.renders` var.")
     with atomic_file(out) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out

@@ -196,6 +196,31 @@ def empty_project(tmp_path: Path) -> Path:
     return repo
 
 
+def test_the_new_revisions_renders_folder_is_read_from_its_own_dvc_yaml(tmp_path):
+    """A commit that renames ``paths.renders``: each side of the report is named by its own
+    revision's dvc.yaml, as ``dvc plots diff`` names its images."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    run("git", "init", "-q", cwd=repo)
+    run(str(BIN / "dvc"), "init", "-q", cwd=repo)
+    (repo / "make_metrics.py").write_text(MAKE_METRICS)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    commit(repo, 100)
+    (repo / "make_metrics.py").write_text(MAKE_METRICS.replace("out/views", "out/frames"))
+    (repo / "dvc.yaml").write_text(DVC_YAML.replace("renders: out/views", "renders: out/frames"))
+    commit(repo, 300)
+    prefix = "plots/static/{}_out_{}_compare_000_view_000.png"
+    back = build_report("HEAD", "HEAD~1", tmp_path / "back/review.md", repo=repo)  # new: the old name
+    assert table_links(back.read_text())[0] == prefix.format("HEAD~1", "views")
+    ahead = build_report("HEAD~1", "HEAD", tmp_path / "ahead/review.md", repo=repo)
+    assert table_links(ahead.read_text())[0] == prefix.format("HEAD", "frames")
+    (repo / "make_metrics.py").write_text(MAKE_METRICS.replace("out/views", "out/pictures"))
+    (repo / "dvc.yaml").write_text(DVC_YAML.replace("renders: out/views", "renders: out/pictures"))
+    run(str(BIN / "dvc"), "repro", "-q", cwd=repo)  # renamed again, not committed
+    here = build_report("HEAD", None, tmp_path / "here/review.md", repo=repo)
+    assert table_links(here.read_text())[0] == prefix.format("workspace", "pictures")
+
+
 def test_a_project_with_nothing_to_compare_says_so(tmp_path):
     repo = empty_project(tmp_path)
     text = build_report("HEAD", None, tmp_path / "review.md", repo=repo).read_text()
