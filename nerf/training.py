@@ -419,14 +419,17 @@ class _Loop:
         return log
 
     def log(self, step: int, bar: tqdm) -> None:
-        """Mean loss and train PSNR since the last log, to the bar and DVCLive."""
+        """Mean loss and train PSNR since the last log, to the bar (with the last validation
+        PSNR) and DVCLive."""
         self.last_loss = float(self.loss_sum) / self.loss_count
         self.loss_sum.zero_()
         self.loss_count = 0
         if not math.isfinite(self.last_loss):
             raise TrainingError(f"training diverged at step {step} (loss {self.last_loss}); lower train.lr")
         train_psnr = float(mse_to_psnr(torch.tensor(self.last_loss)))
-        shown = {"psnr": f"{train_psnr:.2f}"} | ({} if self.config.time_budget is None else {"step": step})
+        shown = {"psnr": f"{train_psnr:.2f}"}  # the training batches'; then the last validation's
+        shown |= {} if self.val_psnr is None else {"val_psnr": f"{self.val_psnr:.2f}"}
+        shown |= {} if self.config.time_budget is None else {"step": step}
         bar.set_postfix(shown)
         if self.live is not None:
             self.live.step = step

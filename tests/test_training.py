@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -420,8 +421,6 @@ def test_the_bar_closes_before_the_final_validation_which_has_its_own(crops, cap
 
 def _bar_rate(line: str) -> float:
     """Steps per second from a tqdm line: ``12.3step/s``, or below one ``4.56s/step``."""
-    import re
-
     if match := re.search(r"([\d.]+)step/s", line):
         return float(match[1])
     return 1 / float(re.search(r"([\d.]+)s/step", line)[1])
@@ -440,6 +439,17 @@ def test_the_bars_rate_is_trainings_with_validation_pauses_left_out(crops, capsy
     training_rate = summary.steps / summary.seconds
     # With the pauses counted it read 1.8 steps/s for 113 (2-core AMD EPYC); without, 125.
     assert _bar_rate(bar) > 0.6 * training_rate, (bar, training_rate)
+
+
+def test_the_bar_shows_the_last_validation_psnr_once_there_is_one(crops, capsys) -> None:
+    model, _ = fast_model()
+    config = dataclasses.replace(train_config(6), val_every=3, log_every=1)
+    train(model, crops, crops.subset([0]), config, CPU, progress=True)
+    lines = {line.split("/6")[0][-1]: line for line in capsys.readouterr().err.split("\r") if "/6 [" in line}
+    assert "val_psnr" not in lines["3"] and "psnr=" in lines["3"]  # logged before the first validation
+    assert re.search(r"psnr=[\d.]+, val_psnr=[\d.]+", lines["6"]), lines["6"]
+    train(fast_model()[0], crops, None, config, CPU, progress=True)
+    assert "val_psnr" not in capsys.readouterr().err  # no validation views
 
 
 def test_a_stopped_run_ends_the_bars_line_so_that_the_error_starts_its_own(crops, capsys) -> None:
