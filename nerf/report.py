@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,9 +50,20 @@ def _run(cmd: list[str], cwd: Path, what: str, warnings: list[str]) -> str:
         raise DataError(f"{what} failed: {lines[-1]}")
     for line in result.stderr.splitlines():
         said = line.removeprefix("WARNING:").strip()
-        if line.startswith("WARNING:") and said not in warnings:
+        if line.startswith(("WARNING:", _UNLOADED)) and said not in warnings:
             warnings.append(said)
     return result.stdout
+
+
+# What `dvc plots diff` says (no WARNING: prefix) of a revision whose plots include an output
+# not in the DVC cache: it then draws none of that revision's plots.
+_UNLOADED = "DVC failed to load some plots for following revisions: "
+
+
+def _unloaded(warnings: list[str]) -> list[str]:
+    """The revisions ``dvc plots diff`` drew nothing of, by its warning: ``'workspace, HEAD'.``"""
+    said = next((w for w in warnings if w.startswith(_UNLOADED)), None)
+    return [] if said is None else said.removeprefix(_UNLOADED).strip(" .'").split(", ")
 
 
 def _dvc_root(repo: Path) -> Path:
@@ -75,10 +87,18 @@ def _commit(rev: str, root: Path) -> str:
     if "not a git repository" in result.stderr.lower():
         raise DataError(f"{root} is not a git repository; the report compares git revisions")
     experiments = _git(["for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"], root).stdout
-    for line in experiments.splitlines():
-        commit, ref = line.split(" ", 1)
-        if ref.rsplit("/", 1)[-1] == rev:
-            return commit
+    # refs/exps/<baseline[:2]>/<baseline[2:]>/<name>; one name may be run on several baselines.
+    named = [line.split(" ", 1) for line in experiments.splitlines() if line.rsplit("/", 1)[-1] == rev]
+    if len(named) == 1:
+        return named[0][0]
+    if named:  # as dvc picks: the one of the commit checked out
+        head = _git(["rev-parse", "HEAD"], root).stdout.strip()
+        for commit, ref in named:
+            if "".join(ref.split("/")[2:4]) == head:
+                return commit
+        raise DataError(f"experiment name {rev!r} is ambiguous: {len(named)} experiments have it, none of "
+                        f"the commit checked out; name one by its commit: "
+                        + ", ".join(commit[:7] for commit, _ in named))
     raise DataError(f"unknown git revision {rev!r} (try `git fetch`, a branch, tag or commit, or an "
                     "experiment's name from `dvc exp show`)")
 
@@ -87,11 +107,10 @@ def _link(target: Path, out: Path) -> str:
     return Path(os.path.relpath(target, out.parent)).as_posix()
 
 
-def _compare_plot(root: Path, commit: str | None) -> str | None:
-    """The plots entry of the side-by-side images, ``${paths.renders}/compare`` with the
-    ``paths`` var of the project's dvc.yaml (where every path is written once) at ``commit``
-    (None: the workspace's), as ``dvc plots diff`` names that revision's images; None where
-    that dvc.yaml is missing or unreadable, or has no such var."""
+def _dvc_yaml(root: Path, commit: str | None) -> dict | None:
+    """The project's dvc.yaml at ``commit`` (None: the workspace's), with ``${...}`` of its
+    vars filled in (the only interpolation this project's uses); None where it is missing or
+    unreadable."""
     if commit is None:
         try:
             text = (root / "dvc.yaml").read_text(encoding="utf-8")
@@ -104,9 +123,63 @@ def _compare_plot(root: Path, commit: str | None) -> str | None:
         text = shown.stdout
     try:
         spec = parse_yaml(text)
-        return next(f"{v['paths']['renders']}/compare" for v in spec["vars"] if "paths" in v)
-    except (YAMLError, KeyError, TypeError, StopIteration):
+        known = {k: v for entry in spec.get("vars", []) if isinstance(entry, dict) for k, v in entry.items()}
+    except (YAMLError, AttributeError, TypeError):
         return None
+
+    def fill(match: re.Match) -> str:
+        value = known
+        for key in match[1].split("."):
+            value = value[key]
+        return str(value)
+
+    def filled(node):
+        if isinstance(node, str):
+            return re.sub(r"\$\{([^}]+)\}", fill, node)
+        if isinstance(node, dict):
+            return {filled(k): filled(v) for k, v in node.items()}
+        return [filled(v) for v in node] if isinstance(node, list) else node
+
+    try:
+        return filled(spec) | {"vars": spec.get("vars", [])}
+    except (KeyError, TypeError):
+        return None
+
+
+def _compare_plot(spec: dict | None) -> str | None:
+    """The plots entry of the side-by-side images, ``${paths.renders}/compare`` with the
+    ``paths`` var of a dvc.yaml (where every path is written once), as ``dvc plots diff``
+    names that revision's images; None where it has no such var."""
+    try:
+        return next(f"{v['paths']['renders']}/compare" for v in spec["vars"] if "paths" in v)
+    except (KeyError, TypeError, StopIteration):
+        return None
+
+
+def _git_plots(spec: dict | None) -> list[str]:
+    """The plots of a dvc.yaml (top-level names or paths, and stages' plots) whose files are
+    all outside the DVC cache (``cache: false``, so in git): what ``dvc plots diff`` can draw
+    for a revision whose cached outputs are not here."""
+    if spec is None:
+        return []
+
+    def entries(items) -> list[tuple[str, dict]]:
+        """(path or name, options) of a list of ``path`` or ``{path: options}``."""
+        pairs = []
+        for item in items or []:
+            pairs += [(item, {})] if isinstance(item, str) else [(k, v or {}) for k, v in item.items()]
+        return pairs
+
+    stages = spec.get("stages", {}).values()
+    cached = [path for stage in stages for kind in ("outs", "metrics", "plots")
+              for path, options in entries(stage.get(kind)) if options.get("cache", True)]
+    plots = [(path, [path]) for stage in stages for path, _ in entries(stage.get("plots"))]
+    for name, options in entries(spec.get("plots")):
+        axes = [options.get(axis) for axis in ("x", "y")]
+        files = [file for axis in axes if isinstance(axis, dict) for file in axis]
+        plots.append((name, files or [name]))
+    return [name for name, files in plots
+            if not any(f == out or f.startswith(f"{out}/") for f in files for out in cached)]
 
 
 def _side_by_side(new: str | None, compare: str, plots: Path, out: Path) -> list[str]:
@@ -123,6 +196,23 @@ def _side_by_side(new: str | None, compare: str, plots: Path, out: Path) -> list
 def _glob_escape(text: str) -> str:
     """``text`` matched literally by glob (revision names may hold ``[`` etc.)."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def _plots_line(old: str, new: str, unloaded: list[str], plots: Path, out: Path) -> str:
+    """The report's link to ``plots/index.html``, and what it lacks where DVC could not load
+    a revision's cached outputs (its page of those, ``cached.html``, beside it)."""
+    index, cached = plots / "index.html", plots / "cached.html"
+    if not index.is_file():
+        return "No plots found."
+    if not unloaded:
+        return (f"[Training curves, per-view PSNR, renders and the orbit video, `{old}` against `{new}`]"
+                f"({_link(index, out)})")
+    missing = " and ".join(f"`{rev}`" for rev in unloaded)
+    line = (f"[Training curves, per-view PSNR and validation images, `{old}` against `{new}`]"
+            f"({_link(index, out)}). The renders and orbit video of {missing} are not in this DVC "
+            "cache (`dvc pull`, or `dvc repro` at that revision)")
+    drawn = cached.is_file() and len(unloaded) < 2  # one side was loaded whole
+    return line + (f": [those of the other]({_link(cached, out)})." if drawn else ".")
 
 
 def build_report(old: str, new: str | None, out: Path, repo: Path | None = None) -> Path:
@@ -144,11 +234,18 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
     metrics = _rows(_run([dvc, "metrics", "diff", *revs, "--md", "--all"], root, "dvc metrics diff",
                          warnings))
     params = _rows(_run([dvc, "params", "diff", *revs, "--md"], root, "dvc params diff", warnings))
-    with atomic_dir(out.parent / "plots", holds=("index.html", "static")) as tmp:
+    spec = _dvc_yaml(root, None if new is None else commits[-1])
+    with atomic_dir(out.parent / "plots", holds=("index.html", "static", "cached.html")) as tmp:
         _run([dvc, "plots", "diff", *revs, "-o", str(tmp)], root, "dvc plots diff", warnings)
+        unloaded = _unloaded(warnings)
+        if unloaded and _git_plots(spec):
+            # Again with the plots kept in git (curves, per-view PSNR, validation images), which
+            # every revision has: compared side by side; the first page keeps what the cache held.
+            os.replace(tmp / "index.html", tmp / "cached.html")
+            _run([dvc, "plots", "diff", *revs, "--targets", *_git_plots(spec), "-o", str(tmp)], root,
+                 "dvc plots diff", [])
     plots = out.parent / "plots"
-    index = plots / "index.html"
-    compare = _compare_plot(root, None if new is None else commits[-1])
+    compare = _compare_plot(spec)
     rows = _side_by_side(new, compare, plots, out) if compare else []
 
     lines = [
@@ -168,10 +265,7 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
         "",
         "## Plots",
         "",
-        f"[Training curves, per-view PSNR, renders and the orbit video, `{old}` against `{new_name}`]"
-        f"({_link(index, out)})"
-        if index.is_file()
-        else "No plots found.",
+        _plots_line(old, new_name, unloaded, plots, out),
         "",
         f"## Side-by-side renders of `{new_name}` (truth | render | error)",
         "",

@@ -168,6 +168,34 @@ def test_an_experiment_is_named_as_dvc_exp_show_lists_it(project, tmp_path):
         build_report("HEAD", "steps", tmp_path / "review.md", repo=repo)
 
 
+def test_an_experiment_name_run_on_two_commits_is_the_one_of_the_commit_checked_out(project, tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(project, repo, symlinks=True)
+    run("git", "checkout", "-q", "HEAD~1", cwd=repo)
+    run(str(BIN / "dvc"), "exp", "run", "-q", "-n", "twice", "-S", "train.steps=900", cwd=repo)  # 24.5
+    run("git", "checkout", "-q", "--", ".", cwd=repo)
+    run("git", "checkout", "-q", "-", cwd=repo)
+    run(str(BIN / "dvc"), "exp", "run", "-q", "-n", "twice", "-S", "train.steps=700", cwd=repo)  # 23.5
+    run("git", "checkout", "-q", "--", ".", cwd=repo)
+
+    refs = run("git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps", cwd=repo)
+    by_baseline = {"".join(ref.split("/")[2:4]): commit for ref, commit in map(str.split, refs.splitlines())}
+    head, before = (run("git", "rev-parse", rev, cwd=repo).strip() for rev in ("HEAD", "HEAD~1"))
+
+    def metrics(old: str) -> str:
+        text = build_report(old, "twice", tmp_path / "review.md", repo=repo).read_text()
+        assert "the same commit" not in text
+        return text.split("## Metrics")[1].split("## Params")[0]
+
+    # Against the other commit's experiment: dvc resolves "twice" as the report must.
+    assert "24.5" in metrics(by_baseline[before]) and "23.5" in metrics(by_baseline[before])
+    run("git", "checkout", "-q", "HEAD~1", cwd=repo)
+    assert "24.5" in metrics(by_baseline[head]) and "23.5" in metrics(by_baseline[head])
+    run("git", "commit", "-q", "--allow-empty", "-m", "neither", cwd=repo)
+    with pytest.raises(DataError, match="experiment name 'twice' is ambiguous: 2 experiments have it"):
+        build_report("HEAD", "twice", tmp_path / "review.md", repo=repo)
+
+
 def test_report_against_the_workspace(project, tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(project, repo, symlinks=True)
@@ -219,6 +247,35 @@ def test_the_new_revisions_renders_folder_is_read_from_its_own_dvc_yaml(tmp_path
     run(str(BIN / "dvc"), "repro", "-q", cwd=repo)  # renamed again, not committed
     here = build_report("HEAD", None, tmp_path / "here/review.md", repo=repo)
     assert table_links(here.read_text())[0] == prefix.format("workspace", "pictures")
+
+
+def test_a_revision_whose_renders_are_not_in_the_cache_still_has_its_curves_compared(project, tmp_path):
+    """A fresh clone (CI's: no DVC remote) has none of the base's cached outputs; DVC then drew
+    none of the base's plots, git-tracked ones included, and said so on a line the report dropped."""
+    clone = tmp_path / "clone"
+    run("git", "clone", "-q", str(project), str(clone), cwd=tmp_path)
+    set_steps(clone, 500)
+    run(str(BIN / "dvc"), "repro", "-q", cwd=clone)
+    text = build_report("HEAD", None, tmp_path / "review.md", repo=clone).read_text()
+    assert "- DVC failed to load some plots for following revisions: 'HEAD'." in text
+    assert "The renders and orbit video of `HEAD` are not in this DVC cache" in text
+    html = (tmp_path / "plots/index.html").read_text()
+    assert '"rev": "HEAD"' in html and '"rev": "workspace"' in html  # per_view.csv, both sides
+    assert "[those of the other](plots/cached.html)" in text
+    cached = (tmp_path / "plots/cached.html").read_text()
+    assert "workspace_out_views_compare_000" in cached
+    links = table_links(text)
+    assert links[0] == "plots/static/workspace_out_views_compare_000_view_000.png"
+    assert all((tmp_path / link).is_file() for link in links)
+
+
+def test_the_plots_kept_in_git_are_those_of_no_cached_output():
+    from nerf.report import _dvc_yaml, _git_plots
+
+    plots = _git_plots(_dvc_yaml(REPO, None))  # the pipeline's own dvc.yaml
+    assert plots == ["metrics/per_view.csv", "metrics/per_view_psnr.png", "PSNR against step",
+                     "Train PSNR against seconds", "Validation PSNR against seconds",
+                     "Learning rate against step", "metrics/train/plots/images"]
 
 
 def test_a_project_with_nothing_to_compare_says_so(tmp_path):
