@@ -11,11 +11,13 @@ markdown, which links it and the new revision's truth | render | error images.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from ruamel.yaml import YAMLError
@@ -182,6 +184,75 @@ def _git_plots(spec: dict | None) -> list[str]:
             if not any(f == out or f.startswith(f"{out}/") for f in files for out in cached)]
 
 
+# What `dvc status` says of a stage whose dvc.yaml entry is not the one dvc.lock ran.
+_DEFINITION = {"changed command": "its cmd", "changed checksum": "its definition in dvc.yaml"}
+
+
+def _status(folder: Path) -> dict[str, list[str]]:
+    """{stage: what was edited since ``dvc.lock`` recorded its run}, by ``dvc status`` in
+    ``folder``: params, files (code, git-tracked outputs such as metrics) and its cmd. What is
+    missing does not count: a checkout has none of the outputs in the DVC cache, nor the deps
+    made of them."""
+    result = subprocess.run([_dvc(), "status", "--json"], cwd=folder, capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
+        raise DataError(f"dvc status failed: {lines[-1].removeprefix('ERROR:').strip()}")
+    edited: dict[str, list[str]] = {}
+    for stage, entries in json.loads(result.stdout or "{}").items():
+        found = [_DEFINITION[e] for e in entries if isinstance(e, str) and e in _DEFINITION]
+        for entry in (e for e in entries if isinstance(e, dict)):
+            for kind in ("changed deps", "changed outs"):
+                for path, state in entry.get(kind, {}).items():
+                    if isinstance(state, dict):  # a params file: {key: state}
+                        found += [f"param `{key}`" for key in state]
+                    elif state in ("modified", "new"):  # not "deleted", "not in cache"
+                        found.append(f"`{path}`")
+        if found:
+            edited[stage] = found
+    return edited
+
+
+def _unreproduced(root: Path, commit: str | None) -> dict[str, list[str]]:
+    """What ``dvc.lock`` does not match at ``commit`` (None: the workspace), as ``_status``:
+    a commit is checked out to a temporary git worktree (hooks off: a ``dvc install``ed
+    post-checkout hook would run ``dvc checkout`` there) and removed after."""
+    if commit is None:
+        return _status(root)
+    top = Path(_git(["rev-parse", "--show-toplevel"], root).stdout.strip()).resolve()
+    with tempfile.TemporaryDirectory(prefix="nerf-report-") as tmp:
+        tree = Path(tmp) / "tree"
+        added = _git(["-c", "core.hooksPath=/dev/null", "worktree", "add", "--quiet", "--detach",
+                      str(tree), commit], root)
+        if added.returncode != 0:
+            lines = added.stderr.strip().splitlines() or ["(no output)"]
+            raise DataError(f"git worktree add failed: {lines[-1]}")
+        try:
+            return _status(tree / root.relative_to(top))
+        finally:
+            _git(["worktree", "remove", "--force", str(tree)], root)
+
+
+def _unreproduced_lines(revs: dict[str, str | None], root: Path, warnings: list[str]) -> list[str]:
+    """The report's section on each revision (name: commit, None for the workspace) whose
+    metrics and plots are not those of its params and code; what could not be checked goes to
+    ``warnings``."""
+    lines = []
+    for name, commit in revs.items():
+        try:
+            edited = _unreproduced(root, commit)
+        except DataError as error:
+            warnings.append(f"could not check that `{name}` was reproduced: {error}")
+            continue
+        if edited:
+            said = (f"`{name}` was not reproduced after these edits (`dvc status` there), so its "
+                    "metrics and plots are not those of its params and code (`dvc repro`, and commit "
+                    "dvc.lock):")
+            lines += [said, "",
+                      *(f"- {stage}: {', '.join(found)}" for stage, found in edited.items()), ""]
+    return ["## Not reproduced", "", *lines] if lines else []
+
+
 def _side_by_side(new: str | None, compare: str, plots: Path, out: Path) -> list[str]:
     """Markdown table rows linking the new revision's truth | render | error images (the
     plots entry ``compare``): the copies ``dvc plots diff`` wrote beside the report (a
@@ -231,6 +302,8 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
     dvc = _dvc()
 
     warnings: list[str] = []
+    sides = {old: commits[0]} | ({} if same else {new_name: commits[1] if new else None})
+    stale = _unreproduced_lines(sides, root, warnings)
     metrics = _rows(_run([dvc, "metrics", "diff", *revs, "--md", "--all"], root, "dvc metrics diff",
                          warnings))
     params = _rows(_run([dvc, "params", "diff", *revs, "--md"], root, "dvc params diff", warnings))
@@ -255,6 +328,7 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
           if same else []),
         *(["DVC warned (a `-` below may be a value it could not read):", "",
            *(f"- {said}" for said in warnings), ""] if warnings else []),
+        *stale,
         "## Metrics",
         "",
         metrics or ("No metric differs." if same else "No metrics found."),

@@ -108,6 +108,7 @@ def test_report_between_two_commits(project, tmp_path):
     params = text.split("## Params")[1].split("## Plots")[0]
     assert "train.steps" in params and "100" in params and "300" in params
     assert "train.lr" not in params  # unchanged params are left out
+    assert "Not reproduced" not in text
     assert "(plots/index.html)" in text and (tmp_path / "plots/index.html").is_file()
     html = (tmp_path / "plots/index.html").read_text()
     assert "metrics/per_view.csv" in html and html.count("<img src=") == 4  # 2 images x 2 revisions
@@ -135,6 +136,7 @@ def test_what_dvc_warns_of_is_in_the_report(project, tmp_path):
     head, metrics = text.split("## Metrics")
     assert "DVC warned" in head and "YAML file structure is corrupted" in head
     assert head.count("- failed to load metrics in revision 'workspace'") == 1
+    assert "- could not check that `workspace` was reproduced: dvc status failed: " in head
     assert "| 21.5 " in metrics and "| -" in metrics
     clean = build_report("HEAD~1", "HEAD", tmp_path / "clean.md", repo=project).read_text()
     assert "DVC warned" not in clean
@@ -212,6 +214,36 @@ def test_report_against_the_workspace(project, tmp_path):
     assert links == [f"plots/static/workspace_out_views_compare_00{v}_view_00{v}.png" for v in range(2)]
     with Image.open(out.parent / links[1]) as image:  # the workspace's images
         assert image.getpixel((0, 0)) == (500 % 256, 1, 0)
+
+
+def test_a_revision_committed_without_dvc_repro_is_flagged(project, tmp_path):
+    """Params and code edited without ``dvc repro``: its metrics are the last run's, and the
+    reviewer must not read "train.steps changed, the metrics did not" as the change's effect."""
+    repo = tmp_path / "repo"
+    shutil.copytree(project, repo, symlinks=True)
+    set_steps(repo, 500)
+    (repo / "make_metrics.py").write_text(MAKE_METRICS + "# edited\n")
+    run("git", "commit", "-qam", "no repro", cwd=repo)
+    text = build_report("HEAD~1", "HEAD", tmp_path / "review.md", repo=repo).read_text()
+    head = text.split("## Metrics")[0]
+    assert "## Not reproduced" in head and "`HEAD` was not reproduced after these edits" in head
+    assert "- fake: `make_metrics.py`, param `train.steps`" in head
+    assert "`HEAD~1` was not" not in head  # reproduced when committed
+    assert run("git", "worktree", "list", "--porcelain", cwd=repo).count("worktree ") == 1  # removed
+    # The workspace, edited since: its outputs are the last run's; only the edit is named.
+    (repo / "make_metrics.py").write_text(MAKE_METRICS)
+    run(str(BIN / "dvc"), "repro", "-q", cwd=repo)
+    run("git", "commit", "-qam", "repro", cwd=repo)
+    set_steps(repo, 700)
+    text = build_report("HEAD", None, tmp_path / "review.md", repo=repo).read_text()
+    head = text.split("## Metrics")[0]
+    assert "`workspace` was not reproduced" in head and "- fake: param `train.steps`\n" in head
+    assert "`HEAD` was not" not in head
+    # A fresh clone has no cached outputs: missing is not edited.
+    clone = tmp_path / "clone"
+    run("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path)
+    text = build_report("HEAD~2", None, tmp_path / "review.md", repo=clone).read_text()  # both reproduced
+    assert "## Not reproduced" not in text
 
 
 def empty_project(tmp_path: Path) -> Path:
