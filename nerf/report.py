@@ -5,7 +5,8 @@
 
 It runs the real ``dvc metrics diff``, ``dvc params diff`` and ``dvc plots diff``; the
 plots (training curves, per-view PSNR, renders) go to ``plots/index.html`` beside the
-markdown, which links it and the new revision's truth | render | error images.
+markdown, which links it and the new revision's truth | render | error images. A revision
+committed without ``dvc repro`` after an edit is named at the top (``dvc status`` there).
 """
 
 from __future__ import annotations
