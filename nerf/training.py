@@ -288,6 +288,7 @@ class _Loop:
         self.loss_count = 0
         self.last_loss = float("nan")
         self.val_psnr: float | None = None
+        self.shown: dict[str, str] = {}  # the bar's PSNRs, as of the last log
         if resume is not None:
             self.load_state(resume)
 
@@ -337,6 +338,8 @@ class _Loop:
                 spent = time.perf_counter() - started
                 self.seconds += spent
                 self.step = step
+                if config.time_budget is not None:  # the bar counts seconds: the step beside them
+                    bar.set_postfix(self.shown | {"step": step}, refresh=False)
                 # Counted here: the loop may stop at this step, with the bar at 100%.
                 bar.update(1 if config.time_budget is None else min(spent, bar.total - bar.n))
                 last = step == config.steps or self.time_is_up()
@@ -376,8 +379,9 @@ class _Loop:
             return tqdm(initial=self.step, total=self.config.steps, desc=name, unit="step", disable=not show,
                         dynamic_ncols=True)
         budget = self.config.time_budget
+        seconds = "{n:.0f}/{total:.0f}" if budget >= 10 else "{n:.1f}/{total:.1f}"  # not "0/0" for 0.4
         return tqdm(initial=min(self.seconds, budget), total=budget, desc=name, disable=not show,
-                    dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of training "
+                    dynamic_ncols=True, bar_format="{l_bar}{bar}| " + seconds + " s of training "
                                                    "[{elapsed}<{remaining}{postfix}]")
 
     def time_is_up(self) -> bool:
@@ -427,10 +431,9 @@ class _Loop:
         if not math.isfinite(self.last_loss):
             raise TrainingError(f"training diverged at step {step} (loss {self.last_loss}); lower train.lr")
         train_psnr = float(mse_to_psnr(torch.tensor(self.last_loss)))
-        shown = {"psnr": f"{train_psnr:.2f}"}  # the training batches'; then the last validation's
-        shown |= {} if self.val_psnr is None else {"val_psnr": f"{self.val_psnr:.2f}"}
-        shown |= {} if self.config.time_budget is None else {"step": step}
-        bar.set_postfix(shown)
+        self.shown = {"psnr": f"{train_psnr:.2f}"}  # the training batches'; the last validation's
+        self.shown |= {} if self.val_psnr is None else {"val_psnr": f"{self.val_psnr:.2f}"}
+        bar.set_postfix(self.shown | ({} if self.config.time_budget is None else {"step": step}))
         if self.live is not None:
             self.live.step = step
             self.live.log_metric("train/loss", self.last_loss)

@@ -470,8 +470,20 @@ def test_with_a_time_budget_the_bar_counts_seconds_of_training(crops, capsys) ->
     config = dataclasses.replace(train_config(steps=100_000), time_budget=1.0, log_every=2)
     summary = train(model, crops, None, config, CPU, progress=True)
     bar = capsys.readouterr().err.split("\r")[-1]
-    assert "100%" in bar and "1/1 s of training" in bar and f"step={summary.steps}" in bar, bar
+    assert "100%" in bar and "1.0/1.0 s of training" in bar and f"step={summary.steps}" in bar, bar
     assert "100000" not in bar
+
+
+def test_with_a_time_budget_the_bars_step_moves_between_logs(crops, capsys) -> None:
+    # The bar counts seconds; the step beside them was set at logs only (at log_every 10 and
+    # nerf's 0.1 steps/s, one change in 100 s). A budget under a second read "0/0 s".
+    model, _ = fast_model()
+    config = dataclasses.replace(train_config(steps=100_000), time_budget=0.8, log_every=100_000)
+    train(model, crops, None, config, CPU, progress=True)
+    lines = [line for line in capsys.readouterr().err.split("\r") if "s of training" in line]
+    assert "0.8/0.8 s of training" in lines[-1], lines[-1]
+    steps = [int(match[1]) for line in lines[:-1] if (match := re.search(r"step=(\d+)", line))]
+    assert len(set(steps)) >= 2 and steps == sorted(steps), lines
 
 
 def test_a_time_budget_stops_training_and_decays_the_rate_over_it(crops, tmp_path) -> None:
