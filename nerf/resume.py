@@ -11,17 +11,51 @@ changed.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
-from nerf.errors import UNREADABLE, describe
+from nerf.errors import UNREADABLE, TrainingError, describe
 from nerf.io import save_torch, sha256_file
 
 CHECKPOINT = "last.pt"
+LOCK = ".lock"  # beside the checkpoint: the pid of the training that holds the folder
+
+
+@contextmanager
+def exclusive(folder: Path) -> Iterator[None]:
+    """Holds the checkpoints' ``folder`` for this training alone while it runs. A second one
+    at once (killing ``dvc repro`` leaves its stage running, and the next ``dvc repro`` starts
+    another) would resume from, and overwrite, the same checkpoint and outputs: it is refused,
+    with the holder's pid. The lock is the OS's (``flock``), so it ends with its process
+    however that ends; where there is none (Windows) nothing is locked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with os.fdopen(os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644), "r+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = handle.read().strip() or "unknown"
+            raise TrainingError(
+                f"{folder} is in use by another training (pid {holder}); wait for it to end or stop "
+                f"it (`kill {holder}`: killing `dvc repro` does not stop the stage it runs)"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

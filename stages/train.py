@@ -59,28 +59,27 @@ def main() -> None:
     }
     fingerprint = resume.fingerprint(shaping, inputs, device, script=Path(__file__))
     checkpoint = args.checkpoints / resume.CHECKPOINT
-    start = resume.load(checkpoint, fingerprint, params.train.steps, params.train.time_budget)
-    print(f"train: {start.message}")
-    args.checkpoints.mkdir(parents=True, exist_ok=True)
+    with resume.exclusive(args.checkpoints):  # one training at a time on this checkpoint
+        start = resume.load(checkpoint, fingerprint, params.train.steps, params.train.time_budget)
+        print(f"train: {start.message}")
+        with (atomic_dir(args.live, holds=LIVE_FILES) as live_dir,
+              atomic_dir(args.out, holds=(MODEL_FILE,)) as out_dir):
+            resume.restore_files(start.logs, live_dir)
+            with Live(str(live_dir), resume=start.state is not None, save_dvc_exp=False, dvcyaml=None,
+                      report=None) as live:
 
-    with (atomic_dir(args.live, holds=LIVE_FILES) as live_dir,
-          atomic_dir(args.out, holds=(MODEL_FILE,)) as out_dir):
-        resume.restore_files(start.logs, live_dir)
-        with Live(str(live_dir), resume=start.state is not None, save_dvc_exp=False, dvcyaml=None,
-                  report=None) as live:
+                def save(state: dict) -> None:
+                    resume.save(checkpoint, state, fingerprint, resume.snapshot_files(live_dir))
 
-            def save(state: dict) -> None:
-                resume.save(checkpoint, state, fingerprint, resume.snapshot_files(live_dir))
-
-            # Validation renders in the device's default passes, not render.chunk's: that key
-            # tunes the render stage's speed, and must not make DVC retrain the model.
-            summary = train(model, train_views, val_views, params.train, device, live,
-                            resume=start.state, on_checkpoint=save)
-            live.log_metric("train/steps_per_second", summary.steps / summary.seconds, plot=False)
-        # Training seconds stay out of the model (they are in metrics/train): the same training
-        # then writes the same bytes, and DVC sees an unchanged model.
-        record = {k: v for k, v in summary._asdict().items() if k != "seconds"}
-        save_checkpoint(out_dir / MODEL_FILE, model, params.model, {"train_summary": record})
+                # Validation renders in the device's default passes, not render.chunk's: that key
+                # tunes the render stage's speed, and must not make DVC retrain the model.
+                summary = train(model, train_views, val_views, params.train, device, live,
+                                resume=start.state, on_checkpoint=save)
+                live.log_metric("train/steps_per_second", summary.steps / summary.seconds, plot=False)
+            # Training seconds stay out of the model (they are in metrics/train): the same training
+            # then writes the same bytes, and DVC sees an unchanged model.
+            record = {k: v for k, v in summary._asdict().items() if k != "seconds"}
+            save_checkpoint(out_dir / MODEL_FILE, model, params.model, {"train_summary": record})
     val_text = f", validation PSNR {summary.val_psnr:.2f} dB" if summary.val_psnr is not None else ""
     print(f"train: {summary.steps} steps in {summary.seconds:.1f} s "
           f"({summary.steps / summary.seconds:.2f} steps/s), "

@@ -164,6 +164,21 @@ def check_videos_and_novel_poses(repo: Path) -> None:
         assert "\nerror: mine: holds notes.txt, which writing this folder would delete" in (
             "\n" + refused.stderr)
     assert sorted(p.name for p in (repo / "mine").iterdir()) == ["notes.txt"]
+    # Nor by a second training on the checkpoint of one still running (a killed `dvc repro`'s).
+    model = (repo / "models/model.pt").read_bytes()
+    hold = ("import time; from pathlib import Path; from nerf.resume import exclusive\n"
+            "with exclusive(Path('checkpoints')):\n    print('held', flush=True); time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold], cwd=repo, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = run("python", "-m", "stages.train", "--split", "data/split", "--out", "models", "--live",
+                      "metrics/train", "--checkpoints", "checkpoints", cwd=repo, check=False)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert refused.returncode == 1
+    assert f"\nerror: checkpoints is in use by another training (pid {holder.pid})" in "\n" + refused.stderr
+    assert (repo / "models/model.pt").read_bytes() == model
 
 
 def test_repro_then_experiment_then_show(repo_copy):

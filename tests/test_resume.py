@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from nerf import resume
+from nerf.errors import TrainingError
 
 CPU = torch.device("cpu")
 PARAMS = {"model": {"kind": "fast", "fast": {"levels": 8}}, "train": {"steps": 100, "lr": None}}
@@ -208,3 +213,31 @@ def test_a_checkpoint_that_spent_exactly_the_budget_leaves_nothing_to_train(tmp_
     resume.save(path, _state(40, seconds=30.0), fingerprint, {})
     done = resume.load(path, fingerprint, steps=100, seconds=30.0)
     assert done.state["step"] == 40 and "nothing left to train" in done.message
+
+
+REPO = Path(__file__).resolve().parents[1]
+HOLD = "import sys, time; from pathlib import Path; from nerf.resume import exclusive\n" \
+       "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)\n"
+
+
+def test_one_training_at_a_time_holds_the_checkpoints_folder(tmp_path) -> None:
+    """Killing ``dvc repro`` leaves its stage training; the next ``dvc repro`` must not start
+    a second one on the same checkpoint. The lock ends with its holder, even by SIGKILL."""
+    folder = tmp_path / "checkpoints"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        said = (rf"checkpoints is in use by another training \(pid {holder.pid}\); wait for it to end or "
+                rf"stop it \(`kill {holder.pid}`")
+        with pytest.raises(TrainingError, match=said), resume.exclusive(folder):
+            pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+    with resume.exclusive(folder):  # released by the kill
+        assert (folder / resume.LOCK).read_text() == f"{os.getpid()}\n"
+        with pytest.raises(TrainingError, match=f"pid {os.getpid()}"), resume.exclusive(folder):
+            pass  # this process's own lock, taken twice
+    with resume.exclusive(folder):  # and at its end
+        pass
