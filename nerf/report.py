@@ -43,14 +43,19 @@ def _rows(table: str) -> str:
     return table if len(table.splitlines()) >= 3 else ""
 
 
+def _last_line(result: subprocess.CompletedProcess[str]) -> str:
+    """What a failed command said last (its error), from stderr or else stdout."""
+    lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
+    return lines[-1]
+
+
 def _run(cmd: list[str], cwd: Path, what: str, warnings: list[str]) -> str:
     """``cmd``'s output; its last line of error if it fails. What it warns of (``WARNING:``
     lines: a revision whose metrics DVC could not read, which its table shows as ``-``) is
     added to ``warnings``, once each."""
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
-        raise DataError(f"{what} failed: {lines[-1]}")
+        raise DataError(f"{what} failed: {_last_line(result)}")
     for line in result.stderr.splitlines():
         said = line.removeprefix("WARNING:").strip()
         if line.startswith(("WARNING:", _UNLOADED)) and said not in warnings:
@@ -197,8 +202,7 @@ def _status(folder: Path) -> dict[str, list[str]]:
     result = subprocess.run([_dvc(), "status", "--json"], cwd=folder, capture_output=True, text=True,
                             check=False)
     if result.returncode != 0:
-        lines = (result.stderr or result.stdout).strip().splitlines() or ["(no output)"]
-        raise DataError(f"dvc status failed: {lines[-1].removeprefix('ERROR:').strip()}")
+        raise DataError(f"dvc status failed: {_last_line(result).removeprefix('ERROR:').strip()}")
     edited: dict[str, list[str]] = {}
     for stage, entries in json.loads(result.stdout or "{}").items():
         found = [_DEFINITION[e] for e in entries if isinstance(e, str) and e in _DEFINITION]
@@ -226,8 +230,7 @@ def _unreproduced(root: Path, commit: str | None) -> dict[str, list[str]]:
         added = _git(["-c", "core.hooksPath=/dev/null", "worktree", "add", "--quiet", "--detach",
                       str(tree), commit], root)
         if added.returncode != 0:
-            lines = added.stderr.strip().splitlines() or ["(no output)"]
-            raise DataError(f"git worktree add failed: {lines[-1]}")
+            raise DataError(f"git worktree add failed: {_last_line(added)}")
         try:
             return _status(tree / root.relative_to(top))
         finally:
@@ -311,13 +314,13 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
     spec = _dvc_yaml(root, None if new is None else commits[-1])
     with atomic_dir(out.parent / "plots", holds=("index.html", "static", "cached.html")) as tmp:
         _run([dvc, "plots", "diff", *revs, "-o", str(tmp)], root, "dvc plots diff", warnings)
-        unloaded = _unloaded(warnings)
-        if unloaded and _git_plots(spec):
+        unloaded, kept = _unloaded(warnings), _git_plots(spec)
+        if unloaded and kept:
             # Again with the plots kept in git (curves, per-view PSNR, validation images), which
             # every revision has: compared side by side; the first page keeps what the cache held.
             os.replace(tmp / "index.html", tmp / "cached.html")
-            _run([dvc, "plots", "diff", *revs, "--targets", *_git_plots(spec), "-o", str(tmp)], root,
-                 "dvc plots diff", [])
+            _run([dvc, "plots", "diff", *revs, "--targets", *kept, "-o", str(tmp)], root, "dvc plots diff",
+                 [])
     plots = out.parent / "plots"
     compare = _compare_plot(spec)
     rows = _side_by_side(new, compare, plots, out) if compare else []
