@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from nerf.errors import DataError
 from nerf.io import atomic_file
@@ -118,3 +120,60 @@ def side_by_side(
     error = colorize(np.abs(truth - pred).mean(axis=-1), 0.0, error_max, cmap)
     sep = np.ones((truth.shape[0], gap, 3), dtype=np.float32)
     return np.concatenate([truth, sep, pred, sep, error], axis=1)
+
+
+def enlarge(image: np.ndarray, factor: int) -> np.ndarray:
+    """(h, w, c) -> (h * factor, w * factor, c), each pixel a factor x factor block (nearest
+    neighbour: a small render's pixels stay visible as pixels); factor 1 returns the image."""
+    if factor < 1:
+        raise ValueError(f"enlarge factor must be >= 1, got {factor}")
+    if factor == 1:
+        return image
+    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+CAPTION_SIZES = (8, 24)  # the captions' font sizes in pixels, smallest to largest
+
+
+def caption_row(captions: Sequence[str], panel_width: int, gap: int) -> np.ndarray:
+    """A white row of dark captions, each centred over its panel of ``panel_width`` pixels,
+    the panels ``gap`` apart: (rows, n * panel_width + (n - 1) * gap, 3) float32 in [0, 1].
+
+    The font grows with the panels (1/12 of their width, within ``CAPTION_SIZES``) and
+    shrinks until the longest caption fits its panel.
+    """
+    if not captions or panel_width < 1:
+        raise ValueError(f"need captions and panels >= 1 pixel wide, got {len(captions)} and {panel_width}")
+    size = min(max(panel_width // 12, CAPTION_SIZES[0]), CAPTION_SIZES[1])
+    font = ImageFont.load_default(size)
+    while size > CAPTION_SIZES[0] and max(font.getlength(text) for text in captions) > panel_width - 2:
+        size -= 1
+        font = ImageFont.load_default(size)
+    rows = math.ceil(1.6 * size)
+    canvas = Image.new("L", (len(captions) * panel_width + (len(captions) - 1) * gap, rows), 255)
+    draw = ImageDraw.Draw(canvas)
+    for i, text in enumerate(captions):
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x = i * (panel_width + gap) + (panel_width - (right - left)) / 2 - left
+        draw.text((x, (rows - (bottom - top)) / 2 - top), text, fill=0, font=font)
+    grey = np.asarray(canvas, dtype=np.float32) / np.float32(255)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def comparison(
+    truth: np.ndarray, pred: np.ndarray, psnr: float, fit: int = 256, gap: int = 4, error_max: float = 0.25
+) -> np.ndarray:
+    """What a person looks at: :func:`side_by_side` enlarged (:func:`enlarge`) by the largest
+    whole factor ``k`` that keeps a panel's longer side within ``fit`` pixels (1 for a view
+    that large already), under the captions "truth", "render, 28.14 dB" (``psnr``, the
+    render's) and "|error|, 0 to 0.25".
+
+    truth, pred: (h, w, 3) float in [0, 1]. Returns (rows + k*h, k*(3w + 2*gap), 3) float32,
+    ``rows`` the captions' (:func:`caption_row`).
+    """
+    strip = side_by_side(truth, pred, gap, error_max)
+    factor = max(fit // max(truth.shape[:2]), 1)
+    score = f"{psnr:.2f} dB" if math.isfinite(psnr) else "identical to the truth"
+    captions = ["truth", f"render, {score}", f"|error|, 0 to {error_max:g}"]
+    header = caption_row(captions, factor * truth.shape[1], factor * gap)
+    return np.concatenate([header, enlarge(strip, factor)], axis=0)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from nerf.config import ModelConfig, TrainConfig, build, to_dict
 from nerf.errors import UNREADABLE, ConfigError, DataError, TrainingError, describe
-from nerf.images import downscale, side_by_side, to_uint8
+from nerf.images import comparison, downscale, to_uint8
 from nerf.io import save_torch
 from nerf.metrics import mse_to_psnr, psnr
 from nerf.models import Model, build_model, render_image
@@ -212,15 +212,18 @@ def evaluate_views(
 
 
 # Validation images wider than this are area-averaged by a whole factor to at most this width
-# per panel: they go into git with the other DVCLive files (an 800x800 view becomes 200x200).
+# per panel: they go into git with the other DVCLive files (an 800x800 view becomes 200x200;
+# a 100x100 one is enlarged to 200x200, each pixel a 2x2 block).
 PREVIEW_WIDTH = 256
 
 
 def validation_image(truth: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """truth | render | error (:func:`nerf.images.side_by_side`) of one view, (h, w, 3) each,
-    each panel at most ``PREVIEW_WIDTH`` wide; uint8."""
+    """truth | render | error (:func:`nerf.images.comparison`, captioned with the render's
+    PSNR) of one view, (h, w, 3) each, each panel at most ``PREVIEW_WIDTH`` wide; uint8."""
+    rgb = np.clip(rgb, 0.0, 1.0)
+    score = float(psnr(torch.from_numpy(rgb), torch.from_numpy(np.asarray(truth))))
     factor = math.ceil(truth.shape[1] / PREVIEW_WIDTH)
-    return to_uint8(side_by_side(downscale(truth, factor), downscale(rgb, factor)))
+    return to_uint8(comparison(downscale(truth, factor), downscale(rgb, factor), score))
 
 
 def train(

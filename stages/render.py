@@ -23,8 +23,9 @@ from tqdm import tqdm
 from nerf.camera_path import depth_shifts, read_poses
 from nerf.config import load_params
 from nerf.errors import run_stage
-from nerf.images import colorize, depth_image, side_by_side, view_filename, write_png
+from nerf.images import colorize, comparison, depth_image, to_uint8, view_filename, write_png
 from nerf.io import atomic_dir
+from nerf.metrics import psnr
 from nerf.models import render_image
 from nerf.training import deterministic, load_checkpoint, pick_device
 from nerf.views import load_views
@@ -62,12 +63,14 @@ def main() -> None:
             pose = torch.from_numpy(np.ascontiguousarray(poses[i])).to(device)
             shift = float(shifts[i])
             result = render_image(model, pose, height, width, focal, params.render.chunk, shift)
-            rgb = result.rgb.clamp(0, 1).cpu().numpy()
+            rgb = to_uint8(result.rgb.clamp(0, 1).cpu().numpy())  # as the PNG holds it
             opacity = result.opacity.cpu().numpy()
             name = view_filename(i, names[i])
             write_png(out / "rgb" / name, rgb)
             if truths[i] is not None:
-                write_png(out / "compare" / name, side_by_side(truths[i], rgb))
+                shown = rgb.astype(np.float32) / np.float32(255)  # as evaluate reads it back
+                score = float(psnr(torch.from_numpy(shown), torch.from_numpy(truths[i])))
+                write_png(out / "compare" / name, comparison(truths[i], shown, score))
             depth = depth_image(result.depth.cpu().numpy(), opacity, model.near + shift, model.far + shift)
             write_png(out / "depth" / name, depth)
             write_png(out / "opacity" / name, colorize(opacity, 0.0, 1.0, "viridis"))

@@ -10,9 +10,12 @@ from PIL import Image
 
 from nerf.errors import DataError
 from nerf.images import (
+    caption_row,
     colorize,
+    comparison,
     depth_image,
     downscale,
+    enlarge,
     read_png,
     side_by_side,
     to_uint8,
@@ -105,6 +108,66 @@ def test_side_by_side_layout() -> None:
     np.testing.assert_allclose(error, colorize(np.full((2, 2), 0.08), 0, 0.25, "inferno"), atol=1e-6)
     with pytest.raises(ValueError):
         side_by_side(truth, pred[:, :4])
+
+
+def test_enlarge_makes_each_pixel_a_block() -> None:
+    image = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    out = enlarge(image, 3)
+    assert out.shape == (6, 6, 3)
+    for y, x in np.ndindex(6, 6):
+        np.testing.assert_array_equal(out[y, x], image[y // 3, x // 3])
+    assert enlarge(image, 1) is image
+    with pytest.raises(ValueError, match="enlarge factor must be >= 1, got 0"):
+        enlarge(image, 0)
+
+
+def _ink_columns(row: np.ndarray) -> np.ndarray:
+    """Columns of a caption row (rows, width, 3) where text is drawn (darker than white)."""
+    return np.flatnonzero((row < 0.5).any(axis=(0, 2)))
+
+
+def test_captions_are_centred_over_their_panels_and_shrink_to_fit() -> None:
+    row = caption_row(["a", "a much longer caption"], panel_width=120, gap=10)
+    assert row.shape[1] == 250 and row.dtype == np.float32 and row.min() >= 0 and row.max() <= 1
+    np.testing.assert_array_equal(row[..., 0], row[..., 2])  # grey on white
+    ink = _ink_columns(row)
+    first, second = ink[ink < 120], ink[ink >= 130]
+    assert len(first) + len(second) == len(ink)  # nothing drawn in the gap
+    assert abs((first.min() + first.max()) / 2 - 60) <= 2  # centred over its panel
+    assert abs((second.min() + second.max()) / 2 - 190) <= 2
+    assert second.min() >= 130 and second.max() < 250  # shrunk to fit its panel (size 10 overflows)
+    wide = caption_row(["a", "a much longer caption"], panel_width=400, gap=10)
+    assert wide.shape[0] > row.shape[0]  # a larger font for larger panels
+    with pytest.raises(ValueError):
+        caption_row([], panel_width=10, gap=0)
+
+
+def test_comparison_is_the_enlarged_strip_under_captions() -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.random((50, 40, 3)).astype(np.float32)
+    pred = np.clip(truth + 0.1, 0, 1)
+    out = comparison(truth, pred, 23.456)
+    # 256 // 50: each pixel a 5x5 block, the panels 200 wide, the gaps 20.
+    strip = enlarge(side_by_side(truth, pred), 5)
+    assert out.shape[1:] == (3 * 200 + 2 * 20, 3)
+    np.testing.assert_array_equal(out[-250:], strip)
+    header = out[:-250]
+    assert 10 <= header.shape[0] <= 40
+    ink = _ink_columns(header)
+    for panel in range(3):  # a caption over each panel, none over a gap
+        left = panel * 220
+        assert ((ink >= left) & (ink < left + 200)).any()
+    assert all(any(p * 220 <= c < p * 220 + 200 for p in range(3)) for c in ink)
+    # The render's caption carries its PSNR: only the middle one changes with it.
+    other = comparison(truth, pred, 31.0)
+    np.testing.assert_array_equal(other[:, :200], out[:, :200])
+    np.testing.assert_array_equal(other[:, 440:], out[:, 440:])
+    assert not np.array_equal(other[:, 220:420], out[:, 220:420])
+    perfect = comparison(truth, truth, float("inf"))
+    assert len(_ink_columns(perfect[:-250, 220:420])) > len(_ink_columns(header[:, 220:420]))
+    # A view larger than ``fit`` is not enlarged; nor is it shrunk.
+    big = comparison(np.zeros((300, 280, 3), np.float32), np.zeros((300, 280, 3), np.float32), 30.0)
+    assert big.shape[1] == 3 * 280 + 2 * 4 and big.shape[0] > 300
 
 
 def test_downscale_averages_whole_blocks_and_drops_the_remainder() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -17,6 +18,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+
+from nerf.images import comparison, read_png, to_uint8, view_filename
+from nerf.metrics import psnr
+from nerf.views import load_views
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -192,6 +197,18 @@ def test_repro_then_experiment_then_show(repo_copy):
     assert metrics["n_views"] == 16 and 0 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
     for kind in ("rgb", "compare", "depth", "opacity"):
         assert len(list((repo_copy / "renders" / kind).glob("*.png"))) == 16
+    # A compare image: the truth beside the render as its PNG holds it, captioned with the PSNR
+    # that evaluate gave the view.
+    views = load_views(repo_copy / "data/split/test.npz")
+    with (repo_copy / "metrics/per_view.csv").open() as table:
+        scored = [float(row["psnr"]) for row in csv.DictReader(table)]
+    for i in (0, 15):
+        name = view_filename(i, views.names[i])
+        rgb = read_png(repo_copy / "renders/rgb" / name)
+        score = float(psnr(torch.from_numpy(rgb), torch.from_numpy(views.images[i])))
+        assert round(score, 4) == scored[i]
+        np.testing.assert_array_equal(to_uint8(read_png(repo_copy / "renders/compare" / name)),
+                                      to_uint8(comparison(views.images[i], rgb, score)))
     assert (repo_copy / "models/model.pt").is_file()
     assert (repo_copy / "metrics/train/metrics.json").is_file()
     assert "up to date" in run("dvc", "status", cwd=repo_copy).stdout

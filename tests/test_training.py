@@ -14,7 +14,7 @@ from conftest import REPO, cpu_threads, shared_path
 
 from nerf.config import FastModelConfig, ModelConfig, NerfModelConfig, SplitConfig, TrainConfig
 from nerf.errors import DataError, TrainingError, run_stage
-from nerf.images import read_png, side_by_side, to_uint8
+from nerf.images import enlarge, read_png, side_by_side, to_uint8
 from nerf.metrics import psnr
 from nerf.models import build_model, render_image
 from nerf.rays import image_rays
@@ -185,20 +185,25 @@ def test_each_validation_logs_the_first_validation_view_as_an_image(crops, tmp_p
     assert sorted(p.name for p in folder.iterdir()) == ["10.png", "4.png", "8.png"]
     with torch.no_grad():
         final = render_image(model, torch.from_numpy(val_views.poses[0]), 32, 32, val_views.focal, 4096)
-    expected = to_uint8(side_by_side(val_views.images[0], final.rgb.clamp(0, 1).numpy()))
-    np.testing.assert_array_equal(to_uint8(read_png(folder / "10.png")), expected)
-    assert not np.array_equal(to_uint8(read_png(folder / "4.png")), expected)  # an earlier model's
+    logged = to_uint8(read_png(folder / "10.png"))
+    np.testing.assert_array_equal(logged, validation_image(val_views.images[0], final.rgb.numpy()))
+    # Under its captions, truth | render | error, each pixel an 8x8 block (32 * 8 = 256).
+    strip = to_uint8(enlarge(side_by_side(val_views.images[0], final.rgb.clamp(0, 1).numpy()), 8))
+    np.testing.assert_array_equal(logged[-256:], strip)
+    assert not np.array_equal(to_uint8(read_png(folder / "4.png"))[-256:], strip)  # an earlier model's
 
 
-def test_validation_images_of_wide_views_are_averaged_down() -> None:
+def test_validation_images_of_wide_views_are_averaged_down_and_of_narrow_ones_enlarged() -> None:
     # 600 wide: each panel averaged over 3x3 blocks to 200 (at most PREVIEW_WIDTH = 256).
     truth = np.random.default_rng(0).random((300, 600, 3)).astype(np.float32)
     image = validation_image(truth, truth)
-    assert image.dtype == np.uint8 and image.shape == (100, 3 * 200 + 2 * 4, 3)
+    assert image.dtype == np.uint8 and image.shape[1:] == (3 * 200 + 2 * 4, 3)
     averaged = truth.reshape(100, 3, 200, 3, 3).mean(axis=(1, 3))
-    np.testing.assert_array_equal(image[:, :200], to_uint8(averaged))
+    np.testing.assert_array_equal(image[-100:, :200], to_uint8(averaged))
+    assert (image[:-100] == 255).mean() > 0.8  # the captions' row above: dark text on white
     small = validation_image(truth[:32, :32], truth[:32, :32])
-    assert small.shape == (32, 3 * 32 + 2 * 4, 3)  # narrow views stay as they are
+    assert small.shape[1] == 8 * (3 * 32 + 2 * 4)  # narrow views enlarged, each pixel a block
+    np.testing.assert_array_equal(small[-256:, :256], to_uint8(enlarge(truth[:32, :32], 8)))
 
 
 def test_random_backgrounds_teach_the_coverage_of_rgba_views(rgba_views) -> None:
