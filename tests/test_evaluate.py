@@ -222,3 +222,29 @@ def test_evaluate_takes_the_smallest_views_the_ssim_window_fits_and_refuses_the_
         evaluate(wide.images, wide, config)
     with pytest.raises(DataError, match="no test views to evaluate"):
         evaluate(np.zeros((0, 6, 6, 3), np.float32), views.subset([]), config)
+
+
+def test_a_perfect_views_bar_is_green_its_mark_inside_the_axes_and_the_legend_names_the_mean() -> None:
+    from matplotlib import pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    from nerf.evaluation import _plot
+
+    # The others far apart: the perfect bar must top their highest, not their mean (30).
+    fig = _plot(Evaluation(("a", "b", "c"), np.array([20.0, math.inf, 40.0]), np.full(3, 0.9)))
+    ax = fig.axes[0]
+    assert ax.patches[1].get_height() > 40
+    assert ax.patches[1].get_facecolor() == to_rgba("tab:green")
+    assert ax.patches[0].get_facecolor() == ax.patches[2].get_facecolor() == to_rgba("tab:blue")
+    fig.canvas.draw()
+    (mark,) = [text for text in ax.texts if text.get_text() == "∞"]
+    assert mark.get_window_extent().y1 <= ax.get_window_extent().y1  # drawn inside the axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["mean of the others 30.00 dB"]
+    plt.close(fig)
+    # All perfect: bars that read as high PSNR, not as a few dB.
+    fig = _plot(Evaluation(("a", "b"), np.array([math.inf, math.inf]), np.full(2, 1.0)))
+    assert min(bar.get_height() for bar in fig.axes[0].patches) >= 40
+    plt.close(fig)
+    fig = _plot(Evaluation(("a", "b"), np.array([25.0, 27.0]), np.full(2, 0.9)))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["mean 26.00 dB"]
+    plt.close(fig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 
 from nerf.errors import DataError
 from nerf.images import (
+    CAPTION_SIZES,
     caption_row,
     colorize,
     comparison,
@@ -203,3 +205,32 @@ def test_depth_image_shows_empty_pixels_as_far() -> None:
     out = depth_image(depth, opacity, 2.0, 6.0)
     np.testing.assert_allclose(out[0, 0], colorize(np.array([[6.0]]), 2.0, 6.0)[0, 0])
     np.testing.assert_allclose(out[0, 1], colorize(np.array([[3.0]]), 2.0, 6.0)[0, 0])
+
+
+def test_caption_fonts_stay_within_their_sizes_and_the_text_is_centred_in_its_row() -> None:
+    smallest, largest = CAPTION_SIZES
+    # A narrow panel (40 // 12 = 3) still gets the smallest font; a caption too long even at
+    # that size keeps it (and overflows) rather than shrinking further.
+    assert caption_row(["a"], panel_width=40, gap=0).shape[0] == math.ceil(1.6 * smallest)
+    assert caption_row(["a caption far too long for its panel"], panel_width=40, gap=0).shape[0] == (
+        math.ceil(1.6 * smallest))
+    assert caption_row(["a"], panel_width=600, gap=0).shape[0] == math.ceil(1.6 * largest)
+    for width in (120, 240, 600):
+        row = caption_row(["Hg"], panel_width=width, gap=0)
+        ink = np.flatnonzero((row < 0.5).any(axis=(1, 2)))
+        assert ink.min() > 0 and ink.max() < row.shape[0] - 1  # not cut off at either edge
+        assert abs((ink.min() + ink.max()) / 2 - (row.shape[0] - 1) / 2) <= 1.5  # centred
+
+
+def test_comparison_captions_give_the_psnr_to_two_decimals_and_the_error_scale() -> None:
+    rng = np.random.default_rng(4)
+    truth = rng.random((64, 64, 3)).astype(np.float32)
+    pred = np.clip(truth + 0.3, 0, 1)
+    out = comparison(truth, pred, 23.456, error_max=0.5)
+    # 256 // 64 = 4: panels 256 wide, gaps 16; the error panel over [0, error_max].
+    np.testing.assert_array_equal(out[-256:], enlarge(side_by_side(truth, pred, 4, 0.5), 4))
+    captions = ["truth", "render, 23.46 dB", "|error|, 0 to 0.5"]
+    np.testing.assert_array_equal(out[:-256], caption_row(captions, 256, 16))
+    perfect = comparison(truth, truth, math.inf)
+    captions = ["truth", "render, identical to the truth", "|error|, 0 to 0.25"]
+    np.testing.assert_array_equal(perfect[:-256], caption_row(captions, 256, 16))

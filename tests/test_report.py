@@ -348,3 +348,49 @@ def test_unknown_revision_is_a_one_line_error(project, tmp_path):
 def test_outside_a_dvc_project_is_an_error(tmp_path):
     with pytest.raises(DataError, match="not in a DVC repository"):
         build_report("HEAD", None, tmp_path / "review.md", repo=tmp_path)
+
+
+def test_run_keeps_each_warning_once_and_fails_with_the_last_line_of_its_error(tmp_path):
+    from nerf.report import _UNLOADED, _run
+
+    def command(stdout: str, stderr: str, code: int) -> list[str]:
+        script = ("import sys; sys.stdout.write(sys.argv[1]); sys.stderr.write(sys.argv[2]); "
+                  "sys.exit(int(sys.argv[3]))")
+        return [sys.executable, "-c", script, stdout, stderr, str(code)]
+
+    warnings = ["earlier"]
+    stderr = f"WARNING: twice\nWARNING: twice\n{_UNLOADED}'HEAD'.\n"
+    assert _run(command("out\n", stderr, 0), tmp_path, "this", warnings) == "out\n"
+    assert warnings == ["earlier", "twice", f"{_UNLOADED}'HEAD'."]
+    with pytest.raises(DataError, match=r"^this failed: ERROR: the cause$"):
+        _run(command("progress\n", "WARNING: w\nERROR: the cause\n", 2), tmp_path, "this", [])
+    with pytest.raises(DataError, match=r"^this failed: two$"):  # no stderr: stdout's last line
+        _run(command("one\ntwo\n", "", 1), tmp_path, "this", [])
+
+
+def test_an_edited_cmd_or_git_tracked_output_is_not_reproduced(project, tmp_path):
+    from nerf.report import _status
+
+    repo = tmp_path / "repo"
+    shutil.copytree(project, repo, symlinks=True)
+    assert _status(repo) == {}
+    (repo / "metrics/eval.json").write_text('{"psnr": 99, "ssim": 0.9}')  # a metric edited by hand
+    (repo / "dvc.yaml").write_text(DVC_YAML.replace("make_metrics.py\n", "make_metrics.py --fast\n", 1))
+    assert _status(repo) == {"fake": ["its cmd", "`metrics/eval.json`"]}
+
+
+def test_a_dvc_project_in_a_subfolder_of_its_git_repository_is_checked_there(tmp_path):
+    top = tmp_path / "top"
+    repo = top / "project"
+    repo.mkdir(parents=True)
+    run("git", "init", "-q", cwd=top)
+    run(str(BIN / "dvc"), "init", "-q", "--subdir", cwd=repo)
+    (repo / "make_metrics.py").write_text(MAKE_METRICS)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    commit(repo, 100)
+    set_steps(repo, 300)
+    run("git", "commit", "-qam", "no repro", cwd=repo)
+    report = build_report("HEAD~1", "HEAD", tmp_path / "review.md", repo=repo)
+    head = report.read_text().split("## Metrics")[0]
+    assert "could not check" not in head
+    assert "`HEAD` was not reproduced" in head and "- fake: param `train.steps`\n" in head

@@ -241,3 +241,12 @@ def test_one_training_at_a_time_holds_the_checkpoints_folder(tmp_path) -> None:
             pass  # this process's own lock, taken twice
     with resume.exclusive(folder):  # and at its end
         pass
+
+
+def test_the_lock_file_holds_only_the_holders_pid(tmp_path) -> None:
+    # An earlier holder's longer pid (or anything) is replaced, not overwritten in part.
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / resume.LOCK).write_text("1234567890123456789\n")
+    with resume.exclusive(folder):
+        assert (folder / resume.LOCK).read_text() == f"{os.getpid()}\n"

@@ -14,7 +14,7 @@ from conftest import REPO, cpu_threads, shared_path
 
 from nerf.config import FastModelConfig, ModelConfig, NerfModelConfig, SplitConfig, TrainConfig
 from nerf.errors import DataError, TrainingError, run_stage
-from nerf.images import enlarge, read_png, side_by_side, to_uint8
+from nerf.images import comparison, enlarge, read_png, side_by_side, to_uint8
 from nerf.metrics import psnr
 from nerf.models import build_model, render_image
 from nerf.rays import image_rays
@@ -783,3 +783,37 @@ def test_the_logged_loss_is_the_final_colours_error_without_the_coarse_passes(cr
         out = models[1].render_rays(data.rays[index], randomized=True, generator=generator)
         mse, loss = colour_loss(out, models[1].background, Target(data.colors[index], data.background))
     assert summary.loss == pytest.approx(float(mse), rel=1e-5) and float(loss) > 1.5 * float(mse)
+
+
+def test_a_validation_image_is_captioned_with_the_psnr_of_the_clipped_render() -> None:
+    rng = np.random.default_rng(5)
+    truth = rng.random((32, 32, 3)).astype(np.float32)
+    rgb = truth + rng.normal(0, 0.2, truth.shape).astype(np.float32)  # partly outside [0, 1]
+    clipped = np.clip(rgb, 0, 1)
+    score = float(psnr(torch.from_numpy(clipped), torch.from_numpy(truth)))
+    np.testing.assert_array_equal(validation_image(truth, rgb), to_uint8(comparison(truth, clipped, score)))
+
+
+def test_with_a_time_budget_the_bar_keeps_the_last_logs_psnrs_beside_the_step(crops, capsys) -> None:
+    # Every step sets the step beside the seconds; the train and validation PSNRs of the last
+    # log stay beside it, to two decimals, and are the latest ones.
+    model, _ = fast_model()
+    config = dataclasses.replace(train_config(steps=100_000), time_budget=2.0, log_every=2, val_every=2)
+    summary = train(model, crops, crops.subset([0]), config, CPU, progress=True)
+    lines = [line for line in capsys.readouterr().err.split("\r") if "s of training" in line]
+    shown = [i for i, line in enumerate(lines) if "val_psnr=" in line]
+    assert shown and len(lines) - shown[0] >= 3, lines
+    for line in lines[shown[0]:]:
+        assert re.search(r"psnr=\d+\.\d\d, val_psnr=\d+\.\d\d, step=\d+", line), line
+    assert f"psnr={summary.train_psnr:.2f}," in lines[-1], (lines[-1], summary.train_psnr)
+
+
+def test_a_budget_of_ten_seconds_or_more_is_counted_in_whole_seconds(crops, capsys) -> None:
+    # Tenths below 10 s ("0.8/0.8 s"); whole seconds from 10 s on.
+    config = dataclasses.replace(train_config(steps=50), time_budget=10.0, checkpoint_every=5)
+    saved: list[dict] = []
+    train(fast_model()[0], crops, None, config, CPU, progress=False, on_checkpoint=saved.append,
+          on_step=lambda step, seconds: step == 5)
+    train(fast_model()[0], crops, None, config, CPU, progress=True, resume=dict(saved[-1], seconds=10.0))
+    bar = capsys.readouterr().err.split("\r")[-1]
+    assert "10/10 s of training" in bar, bar
