@@ -223,7 +223,7 @@ def validation_image(truth: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     rgb = np.clip(rgb, 0.0, 1.0)
     score = float(psnr(torch.from_numpy(rgb), torch.from_numpy(np.asarray(truth))))
     factor = math.ceil(truth.shape[1] / PREVIEW_WIDTH)
-    return to_uint8(comparison(downscale(truth, factor), downscale(rgb, factor), score))
+    return to_uint8(comparison(downscale(truth, factor), downscale(rgb, factor), score, fit=PREVIEW_WIDTH))
 
 
 def train(
