@@ -71,29 +71,37 @@ def evaluate(renders: np.ndarray, views: Views, config: EvalConfig) -> Evaluatio
     )
 
 
+MAX_LABELS = 40  # view names under the per-view plot's bars, at most
+
+
 def _plot(result: Evaluation):
     """Bar chart of per-view PSNR with the mean as a dashed line (a matplotlib Figure).
 
     A render identical to its truth (PSNR +inf) gets a bar above every other one, marked ∞;
     the dashed line is then the other views' mean, and the title says how many were perfect.
+    The bars are labelled with the renders' file names (``000_view_064``, as in
+    ``renders/compare/``), every ``k``-th of them where more than ``MAX_LABELS`` would crowd.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     psnrs, mean_ssim = result.psnr, float(result.ssim.mean())
     perfect = np.isinf(psnrs)
     others = psnrs[~perfect]
     top = (float(others.max()) if others.size else 40.0) + 5.0  # where a perfect view's bar ends
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(psnrs) + 2), 3.2), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * min(len(psnrs), MAX_LABELS) + 2), 4.2), dpi=100)
     ax.bar(np.arange(len(psnrs)), np.where(perfect, top, psnrs),
            color=np.where(perfect, "tab:green", "tab:blue"))
     for view in np.flatnonzero(perfect):
         ax.annotate("∞", (view, top), ha="center", va="bottom")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # views, not 0.5 of one
-    ax.set(xlabel="test view", ylabel="PSNR (dB)")
+    every = math.ceil(len(psnrs) / MAX_LABELS)
+    labelled = np.arange(0, len(psnrs), every)
+    ax.set_xticks(labelled, [view_filename(int(i), result.names[i]).removesuffix(".png") for i in labelled],
+                  rotation=90, fontsize="small")
+    ax.set_xlim(-0.6, len(psnrs) - 0.4)
+    ax.set(xlabel="test view" + (f" (one in {every} named)" if every > 1 else ""), ylabel="PSNR (dB)")
     if others.size:
         label = "mean" if not perfect.any() else "mean of the others"
         ax.axhline(float(others.mean()), color="tab:red", linestyle="--",

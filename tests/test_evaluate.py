@@ -248,3 +248,29 @@ def test_a_perfect_views_bar_is_green_its_mark_inside_the_axes_and_the_legend_na
     fig = _plot(Evaluation(("a", "b"), np.array([25.0, 27.0]), np.full(2, 0.9)))
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["mean 26.00 dB"]
     plt.close(fig)
+
+
+def test_the_per_view_plot_names_its_bars_by_the_render_files_a_crowd_one_in_k() -> None:
+    from matplotlib import pyplot as plt
+
+    from nerf.evaluation import MAX_LABELS, _plot
+
+    def labels(n: int) -> tuple[list[float], list[str], str, float]:
+        fig = _plot(Evaluation(tuple(f"test/r_{i}" for i in range(n)), np.full(n, 30.0), np.full(n, 0.9)))
+        ax = fig.axes[0]
+        ticks = list(ax.get_xticks())
+        texts = [label.get_text() for label in ax.get_xticklabels()]
+        xlabel, width = ax.get_xlabel(), fig.get_figwidth()
+        plt.close(fig)
+        return ticks, texts, xlabel, width
+
+    ticks, texts, xlabel, _ = labels(3)
+    assert ticks == [0, 1, 2] and xlabel == "test view"
+    assert texts == [view_filename(i, f"test/r_{i}").removesuffix(".png") for i in range(3)]
+    assert texts[2] == "002_test_r_2"  # as in renders/compare/
+    ticks, texts, xlabel, crowd_width = labels(3 * MAX_LABELS + 1)  # one in 4 named
+    assert ticks == list(range(0, 3 * MAX_LABELS + 1, 4)) and len(texts) <= MAX_LABELS
+    assert texts[1] == view_filename(4, "test/r_4").removesuffix(".png")
+    assert xlabel == "test view (one in 4 named)"
+    assert labels(MAX_LABELS)[0] == list(range(MAX_LABELS))  # as many as fit, all named
+    assert crowd_width == labels(MAX_LABELS)[3]  # the figure stops growing where names thin out
