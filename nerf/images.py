@@ -87,10 +87,13 @@ def colorize(values: np.ndarray, lo: float, hi: float, cmap: str = "turbo") -> n
     return matplotlib.colormaps[cmap](t)[..., :3].astype(np.float32)
 
 
+DEPTH_CMAP = "turbo"  # depth images' colours, near (dark blue) to far (dark red)
+
+
 def depth_image(depth: np.ndarray, opacity: np.ndarray, near: float, far: float) -> np.ndarray:
-    """(h, w) expected depth and opacity -> (h, w, 3) turbo colours over [near, far]; where
-    the ray sees through to the background, the far plane's colour."""
-    return colorize(depth + (1 - opacity) * far, near, far)
+    """(h, w) expected depth and opacity -> (h, w, 3) ``DEPTH_CMAP`` colours over [near, far];
+    where the ray sees through to the background, the far plane's colour."""
+    return colorize(depth + (1 - opacity) * far, near, far, DEPTH_CMAP)
 
 
 def downscale(image: np.ndarray, factor: int) -> np.ndarray:
@@ -105,21 +108,28 @@ def downscale(image: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3), dtype=np.float64).astype(image.dtype)
 
 
-def side_by_side(
-    truth: np.ndarray, pred: np.ndarray, gap: int = 4, error_max: float = 0.25, cmap: str = "inferno"
-) -> np.ndarray:
-    """Comparison strip ``truth | pred | error`` with ``gap``-pixel white separators.
+def panels_row(panels: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
+    """(h, w, 3) float panels of one shape side by side, ``gap`` white columns between them:
+    (h, n*w + (n-1)*gap, 3) float32."""
+    if not panels or any(p.shape != panels[0].shape or p.ndim != 3 or p.shape[-1] != 3 for p in panels):
+        raise ValueError(f"expected (h, w, 3) images of one shape, got {[p.shape for p in panels]}")
+    sep = np.ones((panels[0].shape[0], gap, 3), dtype=np.float32)
+    row = [np.asarray(panels[0], dtype=np.float32)]
+    for panel in panels[1:]:
+        row += [sep, np.asarray(panel, dtype=np.float32)]
+    return np.concatenate(row, axis=1)
 
-    truth, pred: (h, w, 3) float in [0, 1]. The error panel is the mean absolute error over
-    channels, colorized with ``cmap`` over [0, error_max]. Returns (h, 3w + 2*gap, 3) float32.
-    """
-    truth = np.asarray(truth, dtype=np.float32)
-    pred = np.asarray(pred, dtype=np.float32)
+
+ERROR_CMAP = "inferno"  # the error panels' colours, black (no error) to yellow
+
+
+def error_image(truth: np.ndarray, pred: np.ndarray, error_max: float = 0.25) -> np.ndarray:
+    """(h, w, 3) images in [0, 1] -> their mean absolute error over channels, colorized with
+    ``ERROR_CMAP`` over [0, error_max]: (h, w, 3) float32."""
+    truth, pred = np.asarray(truth, dtype=np.float32), np.asarray(pred, dtype=np.float32)
     if truth.shape != pred.shape or truth.ndim != 3 or truth.shape[-1] != 3:
         raise ValueError(f"expected two (h, w, 3) images of one shape, got {truth.shape} and {pred.shape}")
-    error = colorize(np.abs(truth - pred).mean(axis=-1), 0.0, error_max, cmap)
-    sep = np.ones((truth.shape[0], gap, 3), dtype=np.float32)
-    return np.concatenate([truth, sep, pred, sep, error], axis=1)
+    return colorize(np.abs(truth - pred).mean(axis=-1), 0.0, error_max, ERROR_CMAP)
 
 
 def enlarge(image: np.ndarray, factor: int) -> np.ndarray:
@@ -160,20 +170,52 @@ def caption_row(captions: Sequence[str], panel_width: int, gap: int) -> np.ndarr
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
+def scale_bar(width: int, rows: int, cmap: str) -> np.ndarray:
+    """A colour scale: ``cmap`` from its start at the left to its end at the right, each
+    column the colour :func:`colorize` gives the value at its centre; (rows, width, 3) float32."""
+    centres = (np.arange(width, dtype=np.float64) + 0.5) / width
+    return np.repeat(colorize(centres[None], 0.0, 1.0, cmap), rows, axis=0)
+
+
+def captioned(
+    panels: Sequence[np.ndarray], captions: Sequence[str], scales: Sequence[str | None],
+    fit: int = 256, gap: int = 4,
+) -> np.ndarray:
+    """What a person looks at: ``panels`` ((h, w, 3) floats in [0, 1], one shape) side by
+    side (:func:`panels_row`), enlarged (:func:`enlarge`) by the largest whole factor ``k``
+    that keeps a panel's longer side within ``fit`` pixels (1 for a panel that large
+    already), under a caption each (:func:`caption_row`). Where ``scales`` names a colormap
+    (a panel whose colours stand for values), its :func:`scale_bar` runs between the
+    panel's caption and the panel, a third of the captions' height, with a white line under
+    it: the caption says the values at its ends ("depth, 2 to 6").
+
+    Returns (header + k*h, k*(n*w + (n-1)*gap), 3) float32.
+    """
+    if len(captions) != len(panels) or len(scales) != len(panels):
+        raise ValueError(f"need a caption and a scale (or None) per panel: {len(panels)} panels, "
+                         f"{len(captions)} captions, {len(scales)} scales")
+    height, width = panels[0].shape[:2]
+    factor = max(fit // max(height, width), 1)
+    header = [caption_row(captions, factor * width, factor * gap)]
+    if any(scales):
+        rows = math.ceil(header[0].shape[0] / 3)
+        blank = np.ones((rows, factor * width, 3), np.float32)
+        bars = [blank if cmap is None else scale_bar(factor * width, rows, cmap) for cmap in scales]
+        line = np.ones((max(rows // 3, 1), header[0].shape[1], 3), np.float32)
+        header += [panels_row(bars, factor * gap), line]
+    return np.concatenate([*header, enlarge(panels_row(panels, gap), factor)], axis=0)
+
+
 def comparison(
     truth: np.ndarray, pred: np.ndarray, psnr: float, fit: int = 256, gap: int = 4, error_max: float = 0.25
 ) -> np.ndarray:
-    """What a person looks at: :func:`side_by_side` enlarged (:func:`enlarge`) by the largest
-    whole factor ``k`` that keeps a panel's longer side within ``fit`` pixels (1 for a view
-    that large already), under the captions "truth", "render, 28.14 dB" (``psnr``, the
-    render's) and "|error|, 0 to 0.25".
+    """truth | pred | error (:func:`error_image`), :func:`captioned` "truth", "render, 28.14
+    dB" (``psnr``, the render's) and "|error|, 0 to 0.25" over the error's scale bar.
 
-    truth, pred: (h, w, 3) float in [0, 1]. Returns (rows + k*h, k*(3w + 2*gap), 3) float32,
-    ``rows`` the captions' (:func:`caption_row`).
+    truth, pred: (h, w, 3) float in [0, 1]. Returns (header + k*h, k*(3w + 2*gap), 3)
+    float32 (:func:`captioned`).
     """
-    strip = side_by_side(truth, pred, gap, error_max)
-    factor = max(fit // max(truth.shape[:2]), 1)
     score = f"{psnr:.2f} dB" if math.isfinite(psnr) else "identical to the truth"
     captions = ["truth", f"render, {score}", f"|error|, 0 to {error_max:g}"]
-    header = caption_row(captions, factor * truth.shape[1], factor * gap)
-    return np.concatenate([header, enlarge(strip, factor)], axis=0)
+    panels = [truth, pred, error_image(truth, pred, error_max)]
+    return captioned(panels, captions, (None, None, ERROR_CMAP), fit, gap)

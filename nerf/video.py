@@ -1,4 +1,4 @@
-"""Videos of rendered camera paths: colour and depth side by side, as MP4 (H.264, through
+"""Videos of rendered camera paths: colour and depth side by side, captioned, as MP4 (H.264, through
 imageio's ffmpeg plugin) and as a looping GIF (Pillow)."""
 
 from __future__ import annotations
@@ -12,19 +12,21 @@ import imageio_ffmpeg
 import numpy as np
 
 from nerf.errors import DataError
+from nerf.images import DEPTH_CMAP, captioned, to_uint8
 from nerf.io import atomic_file
 
 
-def video_frame(rgb: np.ndarray, depth: np.ndarray, gap: int = 4) -> np.ndarray:
-    """``rgb | depth`` (two (h, w, 3) floats in [0, 1]) as one uint8 frame, padded with white
-    to even width and height (H.264 with 4:2:0 chroma needs both)."""
-    if rgb.shape != depth.shape or rgb.ndim != 3 or rgb.shape[-1] != 3:
-        raise ValueError(f"expected two (h, w, 3) images of one shape, got {rgb.shape} and {depth.shape}")
-    sep = np.ones((rgb.shape[0], gap, 3), dtype=np.float32)
-    frame = np.concatenate([rgb, sep, depth], axis=1)
+def video_frame(rgb: np.ndarray, depth: np.ndarray, near: float, far: float, fit: int = 256,
+                gap: int = 4) -> np.ndarray:
+    """``rgb | depth`` (two (h, w, 3) floats in [0, 1], the depth colorized over [near, far],
+    :func:`nerf.images.depth_image`) under the captions "colour" and "depth, 2 to 6" and the
+    depth colours' scale bar (:func:`nerf.images.captioned`: a small view enlarged by whole
+    pixels up to ``fit``), as one uint8 frame padded with white to even width and height
+    (H.264 with 4:2:0 chroma needs both)."""
+    captions = ["colour", f"depth, {near:.3g} to {far:.3g}"]
+    frame = captioned([rgb, depth], captions, (None, DEPTH_CMAP), fit, gap)
     pad_h, pad_w = frame.shape[0] % 2, frame.shape[1] % 2
-    frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=1.0)
-    return np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8)
+    return to_uint8(np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=1.0))
 
 
 def write_mp4(path: str | Path, frames: Sequence[np.ndarray], fps: float) -> None:

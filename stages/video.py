@@ -65,9 +65,9 @@ def main() -> None:
                 shift = float(shifts[i])
                 result = render_image(model, torch.from_numpy(poses[i]).to(device), height, width, focal,
                                       params.render.chunk, shift)
-                depth = depth_image(result.depth.cpu().numpy(), result.opacity.cpu().numpy(),
-                                    model.near + shift, model.far + shift)
-                frames.append(video_frame(result.rgb.clamp(0, 1).cpu().numpy(), depth))
+                near, far = model.near + shift, model.far + shift
+                depth = depth_image(result.depth.cpu().numpy(), result.opacity.cpu().numpy(), near, far)
+                frames.append(video_frame(result.rgb.clamp(0, 1).cpu().numpy(), depth, near, far))
         write_mp4(out / "video.mp4", frames, config.fps)
         write_gif(out / "video.gif", frames, config.fps)
     print(f"video: {len(frames)} frame{'s' * (len(frames) != 1)} of {width}x{height} (colour | depth) "

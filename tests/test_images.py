@@ -13,13 +13,16 @@ from nerf.errors import DataError
 from nerf.images import (
     CAPTION_SIZES,
     caption_row,
+    captioned,
     colorize,
     comparison,
     depth_image,
     downscale,
     enlarge,
+    error_image,
+    panels_row,
     read_png,
-    side_by_side,
+    scale_bar,
     to_uint8,
     view_filename,
     write_png,
@@ -90,13 +93,18 @@ def test_colorize_uses_the_colormap_ends() -> None:
     np.testing.assert_allclose(out[0, 2], out[0, 1])  # clipped
 
 
-def test_side_by_side_layout() -> None:
+def side_by_side(truth: np.ndarray, pred: np.ndarray, gap: int = 4, error_max: float = 0.25) -> np.ndarray:
+    """truth | pred | error, the strip :func:`comparison` shows under its header."""
+    return panels_row([truth, pred, error_image(truth, pred, error_max)], gap)
+
+
+def test_panels_row_and_the_error_image() -> None:
     rng = np.random.default_rng(2)
     truth = rng.random((6, 5, 3)).astype(np.float32)
     pred = truth.copy()
     pred[:, :2] = np.clip(pred[:, :2] + 0.5, 0, 1)
     out = side_by_side(truth, pred, gap=2)
-    assert out.shape == (6, 3 * 5 + 2 * 2, 3)
+    assert out.shape == (6, 3 * 5 + 2 * 2, 3) and out.dtype == np.float32
     np.testing.assert_array_equal(out[:, :5], truth)
     np.testing.assert_array_equal(out[:, 5:7], 1.0)
     np.testing.assert_array_equal(out[:, 7:12], pred)
@@ -106,10 +114,13 @@ def test_side_by_side_layout() -> None:
     assert (error[:, :2].sum(-1) > error[:, 2:].sum(-1).max()).all()  # errors are brighter
     # The error is the mean over the channels: 0.24 off in red alone is 0.08.
     red = np.tile(np.float32([0.24, 0.0, 0.0]), (2, 2, 1))
-    error = side_by_side(np.zeros((2, 2, 3), np.float32), red, gap=0)[:, 4:]
+    error = error_image(np.zeros((2, 2, 3), np.float32), red)
     np.testing.assert_allclose(error, colorize(np.full((2, 2), 0.08), 0, 0.25, "inferno"), atol=1e-6)
-    with pytest.raises(ValueError):
-        side_by_side(truth, pred[:, :4])
+    with pytest.raises(ValueError, match="two"):
+        error_image(truth, pred[:, :4])
+    with pytest.raises(ValueError, match="one shape"):
+        panels_row([truth, pred[:, :4]])
+    np.testing.assert_array_equal(panels_row([truth], gap=3), truth)  # one panel: no gap
 
 
 def test_enlarge_makes_each_pixel_a_block() -> None:
@@ -230,7 +241,42 @@ def test_comparison_captions_give_the_psnr_to_two_decimals_and_the_error_scale()
     # 256 // 64 = 4: panels 256 wide, gaps 16; the error panel over [0, error_max].
     np.testing.assert_array_equal(out[-256:], enlarge(side_by_side(truth, pred, 4, 0.5), 4))
     captions = ["truth", "render, 23.46 dB", "|error|, 0 to 0.5"]
-    np.testing.assert_array_equal(out[:-256], caption_row(captions, 256, 16))
+    row = caption_row(captions, 256, 16)
+    np.testing.assert_array_equal(out[: len(row)], row)
+    # Between the captions and the panels, the error colours' scale over the error panel
+    # alone, a third of the captions' height, a white line under it.
+    bar = out[len(row):-256]
+    drawn = np.flatnonzero((bar != 1).any(axis=(1, 2)))
+    np.testing.assert_array_equal(drawn, np.arange(math.ceil(len(row) / 3)))
+    assert len(bar) > len(drawn) and (bar[:, : 2 * (256 + 16)] == 1).all()
+    np.testing.assert_array_equal(bar[drawn, 2 * (256 + 16):], scale_bar(256, len(drawn), "inferno"))
     perfect = comparison(truth, truth, math.inf)
     captions = ["truth", "render, identical to the truth", "|error|, 0 to 0.25"]
-    np.testing.assert_array_equal(perfect[:-256], caption_row(captions, 256, 16))
+    row = caption_row(captions, 256, 16)  # a smaller font, for the longer caption to fit
+    np.testing.assert_array_equal(perfect[: len(row)], row)
+    bar = perfect[len(row):-256]
+    assert (bar != 1).any(axis=(1, 2)).sum() == math.ceil(len(row) / 3)  # the bar follows the font
+
+
+def test_a_scale_bar_runs_from_the_colormaps_start_to_its_end() -> None:
+    bar = scale_bar(10, 3, "turbo")
+    assert bar.shape == (3, 10, 3) and bar.dtype == np.float32
+    np.testing.assert_array_equal(bar[0], bar[2])
+    np.testing.assert_allclose(bar[0], colorize(np.array([np.arange(10) + 0.5]), 0, 10, "turbo")[0])
+    # Its left end is the colour of a low value, its right end of a high one.
+    low, high = colorize(np.array([[0.0, 1.0]]), 0, 1, "turbo")[0]
+    assert np.abs(bar[0, 0] - low).sum() < np.abs(bar[0, 0] - high).sum()
+    assert np.abs(bar[0, -1] - high).sum() < np.abs(bar[0, -1] - low).sum()
+
+
+def test_captioned_panels_without_scales_have_no_bar_row_and_need_one_caption_each() -> None:
+    panels = [np.zeros((20, 10, 3), np.float32), np.full((20, 10, 3), 0.5, np.float32)]
+    out = captioned(panels, ["a", "b"], (None, None), fit=40, gap=2)  # 40 // 20: 2x2 blocks
+    row = caption_row(["a", "b"], 20, 4)
+    np.testing.assert_array_equal(out, np.concatenate([row, enlarge(panels_row(panels, 2), 2)]))
+    with_bar = captioned(panels, ["a", "b"], ("viridis", None), fit=40, gap=2)
+    assert with_bar.shape[0] > out.shape[0] and with_bar.shape[1] == out.shape[1]
+    with pytest.raises(ValueError, match="a caption and a scale"):
+        captioned(panels, ["a"], (None, None))
+    with pytest.raises(ValueError, match="a caption and a scale"):
+        captioned(panels, ["a", "b"], (None,))

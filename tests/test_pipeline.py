@@ -21,6 +21,7 @@ import yaml
 
 from nerf.images import comparison, read_png, to_uint8, view_filename
 from nerf.metrics import psnr
+from nerf.video import video_frame
 from nerf.views import load_views
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,10 +118,14 @@ def psnrs_in(exp_show: list) -> list[float]:
 def check_videos_and_novel_poses(repo: Path) -> None:
     """The video stage's orbit, and rendering poses from a JSON file, in a repro'd repository."""
     gif = iio.imread(repo / "videos/video.gif")
-    assert gif.shape[:3] == (6, 32, 32 + 4 + 32)  # frames, colour | gap | depth at video.width
+    # Frames of colour | gap | depth at video.width, enlarged 256 // 32 = 8 times, under captions.
+    blank = np.zeros((32, 32, 3), np.float32)
+    assert gif.shape[:3] == (6, *video_frame(blank, blank, 2.0, 6.0).shape[:2])
+    assert gif.shape[2] == 8 * (32 + 4 + 32)
     assert iio.immeta(repo / "videos/video.mp4")["codec"] == "h264"
     assert len(iio.imread(repo / "videos/video.mp4")) == 6
-    assert np.abs(np.diff(gif[..., :32, :3].astype(float), axis=0)).mean() > 1  # the view moves
+    colour = gif[:, -250:-2, :256, :3]  # inside the colour panel, padded or not
+    assert np.abs(np.diff(colour.astype(float), axis=0)).mean() > 1  # the view moves
 
     test = np.load(repo / "data/split/test.npz")
     poses = {"camera_angle_x": 0.5, "frames": [

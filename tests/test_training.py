@@ -14,7 +14,7 @@ from conftest import REPO, cpu_threads, shared_path
 
 from nerf.config import FastModelConfig, ModelConfig, NerfModelConfig, SplitConfig, TrainConfig
 from nerf.errors import DataError, TrainingError, run_stage
-from nerf.images import comparison, enlarge, read_png, side_by_side, to_uint8
+from nerf.images import comparison, enlarge, error_image, panels_row, read_png, to_uint8
 from nerf.metrics import psnr
 from nerf.models import build_model, render_image
 from nerf.rays import image_rays
@@ -188,7 +188,8 @@ def test_each_validation_logs_the_first_validation_view_as_an_image(crops, tmp_p
     logged = to_uint8(read_png(folder / "10.png"))
     np.testing.assert_array_equal(logged, validation_image(val_views.images[0], final.rgb.numpy()))
     # Under its captions, truth | render | error, each pixel an 8x8 block (32 * 8 = 256).
-    strip = to_uint8(enlarge(side_by_side(val_views.images[0], final.rgb.clamp(0, 1).numpy()), 8))
+    truth, rgb = val_views.images[0], final.rgb.clamp(0, 1).numpy()
+    strip = to_uint8(enlarge(panels_row([truth, rgb, error_image(truth, rgb)]), 8))
     np.testing.assert_array_equal(logged[-256:], strip)
     assert not np.array_equal(to_uint8(read_png(folder / "4.png"))[-256:], strip)  # an earlier model's
 

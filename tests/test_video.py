@@ -8,6 +8,7 @@ import pytest
 from conftest import file_size_limit
 
 from nerf.errors import DataError
+from nerf.images import DEPTH_CMAP, captioned, scale_bar, to_uint8
 from nerf.video import video_frame, write_gif, write_mp4
 
 
@@ -18,22 +19,34 @@ def _frames(n: int = 6, h: int = 24, w: int = 20) -> list[np.ndarray]:
         rgb = np.full((h, w, 3), 0.1, np.float32)
         rgb[8:16, 2 + 2 * i : 8 + 2 * i] = [0.9, 0.6, 0.2]
         depth = np.full((h, w, 3), 0.5, np.float32)
-        frames.append(video_frame(rgb, depth))
+        frames.append(video_frame(rgb, depth, 2.0, 6.0, fit=w))
     return frames
 
 
-def test_video_frame_is_colour_gap_depth_padded_to_even_size() -> None:
+def test_video_frame_is_colour_gap_depth_under_captions_padded_to_even_size() -> None:
     rgb = np.zeros((5, 7, 3), np.float32)
     depth = np.ones((5, 7, 3), np.float32) * 0.5
-    frame = video_frame(rgb, depth, gap=3)
-    assert frame.dtype == np.uint8 and frame.shape == (6, 18, 3)  # 7 + 3 + 7 = 17 -> 18, 5 -> 6
-    assert (frame[:5, :7] == 0).all() and (frame[:5, 7:10] == 255).all() and (frame[:5, 10:17] == 128).all()
-    assert (frame[5] == 255).all() and (frame[:, 17] == 255).all()
-    with pytest.raises(ValueError, match="two"):
-        video_frame(rgb, depth[:4])
-    # Odd height, even width (6 + 4 + 6): only the height is padded.
-    frame = video_frame(rgb[:, :6], depth[:, :6], gap=4)
-    assert frame.shape == (6, 16, 3) and (frame[5] == 255).all() and (frame[:5, :6] == 0).all()
+    frame = video_frame(rgb, depth, 2.0, 6.0, fit=7, gap=3)  # 7 // 7: not enlarged
+    header = captioned([rgb, depth], ["colour", "depth, 2 to 6"], (None, DEPTH_CMAP), fit=7, gap=3)
+    top = len(header) - 5  # the captions and the depth colours' scale bar
+    assert frame.dtype == np.uint8 and frame.shape == (len(header) + len(header) % 2, 18, 3)  # 17 -> 18
+    np.testing.assert_array_equal(frame[: len(header), :17], to_uint8(header))
+    assert (frame[top:top + 5, :7] == 0).all() and (frame[top:top + 5, 7:10] == 255).all()
+    assert (frame[top:top + 5, 10:17] == 128).all() and (frame[:, 17] == 255).all()
+    bar = frame[:top, 10:17]
+    assert (bar == to_uint8(scale_bar(7, 1, DEPTH_CMAP))).all(axis=(1, 2)).any()  # over the depth
+    over_colour = frame[:top, :7].astype(int)
+    assert (over_colour == over_colour[..., :1]).all()  # grey text, no scale over the colour panel
+    with pytest.raises(ValueError, match="one shape"):
+        video_frame(rgb, depth[:4], 2.0, 6.0)
+    # The caption gives the depth range; a small view is enlarged by whole pixels up to fit.
+    assert not np.array_equal(video_frame(rgb, depth, 2.0, 7.5, fit=7), frame)
+    big = video_frame(rgb[:, :6], depth[:, :6], 2.0, 6.0, fit=24, gap=4)  # 24 // 6: 4x4 blocks
+    enlarged = captioned([rgb[:, :6], depth[:, :6]], ["colour", "depth, 2 to 6"], (None, DEPTH_CMAP),
+                         fit=24, gap=4)
+    assert big.shape[1] == 4 * (6 + 4 + 6) and big.shape[0] % 2 == 0
+    np.testing.assert_array_equal(big[: len(enlarged)], to_uint8(enlarged))
+    assert (big[len(enlarged) - 20 : len(enlarged), :24] == 0).all()  # the 5x6 colour panel, 4x
 
 
 def test_mp4_and_gif_hold_every_frame(tmp_path) -> None:
@@ -41,15 +54,17 @@ def test_mp4_and_gif_hold_every_frame(tmp_path) -> None:
     write_mp4(tmp_path / "v.mp4", frames, fps=12)
     write_gif(tmp_path / "v.gif", frames, fps=12)
     meta = iio.immeta(tmp_path / "v.mp4")
-    assert meta["codec"] == "h264" and meta["fps"] == 12.0 and meta["size"] == (44, 24)
+    height = frames[0].shape[0]  # 24 under the header
+    assert frames[0].shape == (height, 44, 3) and height > 24
+    assert meta["codec"] == "h264" and meta["fps"] == 12.0 and meta["size"] == (44, height)
     video = iio.imread(tmp_path / "v.mp4")
-    assert video.shape == (6, 24, 44, 3)
+    assert video.shape == (6, height, 44, 3)
     # Lossy, but each decoded frame is nearest to its own source frame.
     for i, decoded in enumerate(video):
         errors = [np.abs(decoded.astype(float) - f).mean() for f in frames]
         assert int(np.argmin(errors)) == i and errors[i] < 8
     gif = iio.imread(tmp_path / "v.gif")
-    assert gif.shape[:3] == (6, 24, 44)
+    assert gif.shape[:3] == (6, height, 44)
     assert np.abs(gif[..., :3].astype(float) - np.stack(frames)).max() <= 8  # palette rounding
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.gif", "v.mp4"]  # no temporaries left
     # The GIF plays at the requested rate (its frame delay in ms) and loops forever.
