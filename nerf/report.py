@@ -4,8 +4,9 @@
     python -m nerf.report HEAD~1 HEAD --out reports/review.md  # two commits
 
 It runs the real ``dvc metrics diff``, ``dvc params diff`` and ``dvc plots diff``; the
-plots (training curves, per-view PSNR, renders) go to ``plots/index.html`` beside the
-markdown, which links it and the new revision's truth | render | error images. A revision
+plots (training curves, per-view PSNR, renders) go to ``<name>_plots/index.html`` beside the
+markdown ``<name>.md`` (``reports/review_plots/`` for ``reports/review.md``: each report in a
+folder has its own), which links it and the new revision's truth | render | error images. A revision
 committed without ``dvc repro`` after an edit is named at the top (``dvc status`` there).
 """
 
@@ -290,11 +291,18 @@ def _plots_line(old: str, new: str, unloaded: list[str], plots: Path, out: Path)
     return line + (f": [those of the other]({_link(cached, out)})." if drawn else ".")
 
 
+def plots_folder(out: Path) -> Path:
+    """Where the report ``out`` (``reports/review.md``) puts its plots: ``reports/review_plots``,
+    so that two reports in one folder keep their own."""
+    return out.with_name(f"{out.stem}_plots")
+
+
 def build_report(old: str, new: str | None, out: Path, repo: Path | None = None) -> Path:
     """Writes the markdown report comparing ``old`` with ``new`` (None: the workspace) to ``out``.
 
     ``repo`` (default: the current folder) is in the DVC project; a relative ``out`` is taken
-    from the current folder. The plots go to ``plots/`` beside ``out``, replaced as a whole.
+    from the current folder. The plots go to ``<out's stem>_plots/`` beside ``out``
+    (:func:`plots_folder`), replaced as a whole.
     """
     root = _dvc_root(Path.cwd() if repo is None else Path(repo))
     commits = [_commit(rev, root) for rev in (old, new) if rev is not None]
@@ -312,7 +320,8 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
                          warnings))
     params = _rows(_run([dvc, "params", "diff", *revs, "--md"], root, "dvc params diff", warnings))
     spec = _dvc_yaml(root, None if new is None else commits[-1])
-    with atomic_dir(out.parent / "plots", holds=("index.html", "static", "cached.html")) as tmp:
+    plots = plots_folder(out)
+    with atomic_dir(plots, holds=("index.html", "static", "cached.html")) as tmp:
         _run([dvc, "plots", "diff", *revs, "-o", str(tmp)], root, "dvc plots diff", warnings)
         unloaded, kept = _unloaded(warnings), _git_plots(spec)
         if unloaded and kept:
@@ -321,7 +330,6 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
             os.replace(tmp / "index.html", tmp / "cached.html")
             _run([dvc, "plots", "diff", *revs, "--targets", *kept, "-o", str(tmp)], root, "dvc plots diff",
                  [])
-    plots = out.parent / "plots"
     compare = _compare_plot(spec)
     rows = _side_by_side(new, compare, plots, out) if compare else []
 

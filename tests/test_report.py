@@ -97,29 +97,42 @@ def table_links(markdown: str) -> list[str]:
 
 
 def test_report_between_two_commits(project, tmp_path):
-    (tmp_path / "plots" / "static").mkdir(parents=True)
-    (tmp_path / "plots" / "static" / "stale.png").write_bytes(b"an earlier report's")
+    (tmp_path / "review_plots" / "static").mkdir(parents=True)
+    (tmp_path / "review_plots" / "static" / "stale.png").write_bytes(b"an earlier report's")
     out = build_report("HEAD~1", "HEAD", tmp_path / "review.md", repo=project)
     text = out.read_text()
     metrics = text.split("## Metrics")[1].split("## Params")[0]
     assert "metrics/eval.json" in metrics and "20.5" in metrics and "21.5" in metrics
     assert "ssim" in metrics  # unchanged metrics are shown too (0.9 at both)
-    assert not (tmp_path / "plots" / "static" / "stale.png").exists()  # plots/ is replaced whole
+    assert not (tmp_path / "review_plots" / "static" / "stale.png").exists()  # replaced whole
     params = text.split("## Params")[1].split("## Plots")[0]
     assert "train.steps" in params and "100" in params and "300" in params
     assert "train.lr" not in params  # unchanged params are left out
     assert "Not reproduced" not in text
-    assert "(plots/index.html)" in text and (tmp_path / "plots/index.html").is_file()
-    html = (tmp_path / "plots/index.html").read_text()
+    assert "(review_plots/index.html)" in text and (tmp_path / "review_plots/index.html").is_file()
+    html = (tmp_path / "review_plots/index.html").read_text()
     assert "metrics/per_view.csv" in html and html.count("<img src=") == 4  # 2 images x 2 revisions
     # The new revision's images, read from the DVC cache by `dvc plots diff`.
     links = table_links(text)
-    assert links == [f"plots/static/HEAD_out_views_compare_00{v}_view_00{v}.png" for v in range(2)]
+    assert links == [f"review_plots/static/HEAD_out_views_compare_00{v}_view_00{v}.png" for v in range(2)]
     with Image.open(tmp_path / links[0]) as image:
         assert image.getpixel((0, 0)) == (300 % 256, 0, 0)
     # Each row names its view as the render stage does, without the revision's prefix.
     rows = [line for line in text.split("## Side-by-side")[1].splitlines() if "](" in line]
     assert [row.split(" | ")[0] for row in rows] == ["| 000_view_000", "| 001_view_001"]
+
+
+def test_two_reports_in_one_folder_keep_their_own_plots(project, tmp_path):
+    ahead = build_report("HEAD~1", "HEAD", tmp_path / "ahead.md", repo=project)
+    back = build_report("HEAD", "HEAD~1", tmp_path / "back.md", repo=project)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ahead.md", "ahead_plots", "back.md", "back_plots"]
+    for report, steps in ((ahead, 300), (back, 100)):  # each links its own new revision's images
+        text = report.read_text()
+        assert f"({report.stem}_plots/index.html)" in text
+        links = table_links(text)
+        assert len(links) == 2 and all(link.startswith(f"{report.stem}_plots/static/") for link in links)
+        with Image.open(tmp_path / links[0]) as image:
+            assert image.getpixel((0, 0)) == (steps % 256, 0, 0)
 
 
 def test_a_report_from_a_subfolder_of_the_project(project, tmp_path):
@@ -150,12 +163,13 @@ def test_one_commit_under_two_names_says_so(project, tmp_path):
 
 
 def test_a_plots_folder_of_the_users_own_beside_the_report_is_kept(project, tmp_path):
-    (tmp_path / "plots").mkdir()
-    (tmp_path / "plots" / "notes.txt").write_text("important")
-    with pytest.raises(DataError, match=r"plots: holds notes\.txt, which writing this folder would delete"):
+    (tmp_path / "review_plots").mkdir()
+    (tmp_path / "review_plots" / "notes.txt").write_text("important")
+    said = r"review_plots: holds notes\.txt, which writing this folder would delete"
+    with pytest.raises(DataError, match=said):
         build_report("HEAD~1", "HEAD", tmp_path / "review.md", repo=project)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plots"]
-    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["review_plots"]
+    assert [p.name for p in (tmp_path / "review_plots").iterdir()] == ["notes.txt"]
 
 
 def test_an_experiment_is_named_as_dvc_exp_show_lists_it(project, tmp_path):
@@ -208,10 +222,11 @@ def test_report_against_the_workspace(project, tmp_path):
     assert "`HEAD` → `workspace`" in text
     assert "21.5" in text and "22.5" in text and "20.5" not in text
     assert "train.steps" in text and "500" in text
-    assert (tmp_path / "reports/plots/index.html").is_file()
+    assert (tmp_path / "reports/review_plots/index.html").is_file()
     # Links inside reports/ (the CI artifact holds nothing else): dvc plots diff's copies.
     links = table_links(text)
-    assert links == [f"plots/static/workspace_out_views_compare_00{v}_view_00{v}.png" for v in range(2)]
+    assert links == [f"review_plots/static/workspace_out_views_compare_00{v}_view_00{v}.png"
+                     for v in range(2)]
     with Image.open(out.parent / links[1]) as image:  # the workspace's images
         assert image.getpixel((0, 0)) == (500 % 256, 1, 0)
 
@@ -269,7 +284,7 @@ def test_the_new_revisions_renders_folder_is_read_from_its_own_dvc_yaml(tmp_path
     (repo / "make_metrics.py").write_text(MAKE_METRICS.replace("out/views", "out/frames"))
     (repo / "dvc.yaml").write_text(DVC_YAML.replace("renders: out/views", "renders: out/frames"))
     commit(repo, 300)
-    prefix = "plots/static/{}_out_{}_compare_000_view_000.png"
+    prefix = "review_plots/static/{}_out_{}_compare_000_view_000.png"
     back = build_report("HEAD", "HEAD~1", tmp_path / "back/review.md", repo=repo)  # new: the old name
     assert table_links(back.read_text())[0] == prefix.format("HEAD~1", "views")
     ahead = build_report("HEAD~1", "HEAD", tmp_path / "ahead/review.md", repo=repo)
@@ -291,13 +306,13 @@ def test_a_revision_whose_renders_are_not_in_the_cache_still_has_its_curves_comp
     text = build_report("HEAD", None, tmp_path / "review.md", repo=clone).read_text()
     assert "- DVC failed to load some plots for following revisions: 'HEAD'." in text
     assert "The renders and orbit video of `HEAD` are not in this DVC cache" in text
-    html = (tmp_path / "plots/index.html").read_text()
+    html = (tmp_path / "review_plots/index.html").read_text()
     assert '"rev": "HEAD"' in html and '"rev": "workspace"' in html  # per_view.csv, both sides
-    assert "[those of the other](plots/cached.html)" in text
-    cached = (tmp_path / "plots/cached.html").read_text()
+    assert "[those of the other](review_plots/cached.html)" in text
+    cached = (tmp_path / "review_plots/cached.html").read_text()
     assert "workspace_out_views_compare_000" in cached
     links = table_links(text)
-    assert links[0] == "plots/static/workspace_out_views_compare_000_view_000.png"
+    assert links[0] == "review_plots/static/workspace_out_views_compare_000_view_000.png"
     assert all((tmp_path / link).is_file() for link in links)
 
 
