@@ -116,20 +116,25 @@ def _link(target: Path, out: Path) -> str:
     return Path(os.path.relpath(target, out.parent)).as_posix()
 
 
+def _text_at(root: Path, commit: str | None, path: str) -> str | None:
+    """The project's file ``path`` (relative to ``root``) at ``commit`` (None: the
+    workspace's); None where it is missing or unreadable."""
+    if commit is None:
+        try:
+            return (root / path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+    shown = _git(["show", f"{commit}:./{path}"], root)  # ./: the project's folder in git
+    return shown.stdout if shown.returncode == 0 else None
+
+
 def _dvc_yaml(root: Path, commit: str | None) -> dict | None:
     """The project's dvc.yaml at ``commit`` (None: the workspace's), with ``${...}`` of its
     vars filled in (the only interpolation this project's uses); None where it is missing or
     unreadable."""
-    if commit is None:
-        try:
-            text = (root / "dvc.yaml").read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            return None
-    else:
-        shown = _git(["show", f"{commit}:./dvc.yaml"], root)  # ./: the project's folder in git
-        if shown.returncode != 0:
-            return None
-        text = shown.stdout
+    text = _text_at(root, commit, "dvc.yaml")
+    if text is None:
+        return None
     try:
         spec = parse_yaml(text)
         known = {k: v for entry in spec.get("vars", []) if isinstance(entry, dict) for k, v in entry.items()}
@@ -153,6 +158,59 @@ def _dvc_yaml(root: Path, commit: str | None) -> dict | None:
         return filled(spec) | {"vars": spec.get("vars", [])}
     except (KeyError, TypeError):
         return None
+
+
+_MISSING = object()  # a param a revision's file does not have (where null is a value)
+
+
+def _params_at(root: Path, commit: str | None, path: str) -> dict | None:
+    """A params file (YAML or JSON) at ``commit`` as a tree; None where it cannot be read."""
+    text = _text_at(root, commit, path)
+    try:
+        tree = None if text is None else parse_yaml(text)
+    except YAMLError:
+        return None
+    return tree if isinstance(tree, dict) else None
+
+
+def _param(tree: dict | None, key: str, said: object) -> object:
+    """The value of the dotted ``key`` in ``tree``, ``_MISSING`` where it has none; ``said``
+    (what DVC gave, its null meaning either) where the file could not be read."""
+    if tree is None:
+        return _MISSING if said is None else said
+    node: object = tree
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _cell(value: object) -> str:
+    """A param's value in the markdown table: ``-`` for none, ``null``, ``true``, text with
+    its ``|`` escaped so that it stays in its cell."""
+    if value is _MISSING:
+        return "-"
+    text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return text.replace("|", "\\|")
+
+
+def _params_table(diff: dict, commits: tuple[str | None, str | None], names: tuple[str, str],
+                  root: Path) -> str:
+    """The params that differ between two revisions, as a markdown table, from ``dvc params
+    diff --json --all`` (``diff``: every param of either revision, by file). DVC gives null
+    for a param that is null and for one a revision lacks, and leaves out a change between
+    the two; each revision's file is read to tell them apart. "" where nothing differs."""
+    rows = []
+    for path, params in sorted(diff.items()):
+        trees = [_params_at(root, commit, path) for commit in commits]
+        for key, said in sorted(params.items()):
+            old, new = (_param(tree, key, said.get(side)) for tree, side in zip(trees, ("old", "new")))
+            if _cell(old) != _cell(new):
+                rows.append(f"| {path} | {key} | {_cell(old)} | {_cell(new)} |")
+    if not rows:
+        return ""
+    return "\n".join([f"| Path | Param | {names[0]} | {names[1]} |", "| --- | --- | --- | --- |", *rows])
 
 
 def _compare_plot(spec: dict | None) -> str | None:
@@ -318,7 +376,10 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
     stale = _unreproduced_lines(sides, root, warnings)
     metrics = _rows(_run([dvc, "metrics", "diff", *revs, "--md", "--all"], root, "dvc metrics diff",
                          warnings))
-    params = _rows(_run([dvc, "params", "diff", *revs, "--md"], root, "dvc params diff", warnings))
+    diff = json.loads(_run([dvc, "params", "diff", *revs, "--json", "--all"], root, "dvc params diff",
+                           warnings) or "{}")
+    params = "" if same else _params_table(diff, (commits[0], commits[1] if new else None),
+                                           (old, new_name), root)
     spec = _dvc_yaml(root, None if new is None else commits[-1])
     plots = plots_folder(out)
     with atomic_dir(plots, holds=("index.html", "static", "cached.html")) as tmp:

@@ -135,6 +135,31 @@ def test_two_reports_in_one_folder_keep_their_own_plots(project, tmp_path):
             assert image.getpixel((0, 0)) == (steps % 256, 0, 0)
 
 
+def test_the_params_table_tells_null_from_missing_and_keeps_a_bar_in_its_cell(project, tmp_path):
+    """dvc params diff gives null for a null param and a missing one alike (and its markdown
+    table splits a value holding ``|`` into two cells)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(project, repo, symlinks=True)
+
+    def params_rows(old: str) -> dict[str, str]:
+        text = build_report(old, None, tmp_path / "review.md", repo=repo).read_text()
+        table = text.split("## Params")[1].split("## Plots")[0]
+        return {line.split(" | ")[1]: line for line in table.splitlines() if line.startswith("| params.yaml")}
+
+    (repo / "params.yaml").write_text("train:\n  steps: 300\n  lr: null\n  note: a|b\n  flag: true\n")
+    rows = params_rows("HEAD")
+    assert rows == {"train.lr": "| params.yaml | train.lr | 0.01 | null |",
+                    "train.note": "| params.yaml | train.note | - | a\\|b |",
+                    "train.flag": "| params.yaml | train.flag | - | true |"}
+    run("git", "commit", "-qam", "lr null, a note and a flag", cwd=repo)
+    (repo / "params.yaml").write_text("train:\n  steps: 300\n  note: a|b\n  flag: true\n")
+    assert params_rows("HEAD") == {"train.lr": "| params.yaml | train.lr | null | - |"}  # removed
+    # Between two commits, each one's file is read.
+    assert params_rows("HEAD~1")["train.lr"] == "| params.yaml | train.lr | 0.01 | - |"
+    text = build_report("HEAD~1", "HEAD", tmp_path / "two.md", repo=repo).read_text()
+    assert "| params.yaml | train.lr | 0.01 | null |" in text
+
+
 def test_a_report_from_a_subfolder_of_the_project(project, tmp_path):
     text = build_report("HEAD~1", "HEAD", tmp_path / "review.md", repo=project / "metrics").read_text()
     assert "20.5" in text and "21.5" in text
