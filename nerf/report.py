@@ -186,12 +186,25 @@ def _param(tree: dict | None, key: str, said: object) -> object:
     return node
 
 
+def _reads_as_text(text: str) -> bool:
+    """Whether YAML reads ``text`` unquoted as that text (``a|b``), not as a number, boolean,
+    null or list (``300``, ``true``, ``[1]``)."""
+    try:
+        return isinstance(parse_yaml(text), str)
+    except YAMLError:
+        return False
+
+
 def _cell(value: object) -> str:
-    """A param's value in the markdown table: ``-`` for none, ``null``, ``true``, text with
-    its ``|`` escaped so that it stays in its cell."""
+    """A param's value in the markdown table: ``-`` for none, ``null``, ``true``, text
+    quoted where it would read as another type (``"300"``), its ``|`` escaped so that it
+    stays in its cell."""
     if value is _MISSING:
         return "-"
-    text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    if isinstance(value, str):
+        text = value if _reads_as_text(value) else json.dumps(value)
+    else:
+        text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
     return text.replace("|", "\\|")
 
 
@@ -206,7 +219,7 @@ def _params_table(diff: dict, commits: tuple[str | None, str | None], names: tup
         trees = [_params_at(root, commit, path) for commit in commits]
         for key, said in sorted(params.items()):
             old, new = (_param(tree, key, said.get(side)) for tree, side in zip(trees, ("old", "new")))
-            if _cell(old) != _cell(new):
+            if (type(old), old) != (type(new), new):  # 1 against "1" or true differs too
                 rows.append(f"| {path} | {key} | {_cell(old)} | {_cell(new)} |")
     if not rows:
         return ""

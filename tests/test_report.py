@@ -146,13 +146,14 @@ def test_the_params_table_tells_null_from_missing_and_keeps_a_bar_in_its_cell(pr
         table = text.split("## Params")[1].split("## Plots")[0]
         return {line.split(" | ")[1]: line for line in table.splitlines() if line.startswith("| params.yaml")}
 
-    (repo / "params.yaml").write_text("train:\n  steps: 300\n  lr: null\n  note: a|b\n  flag: true\n")
+    (repo / "params.yaml").write_text('train:\n  steps: "300"\n  lr: null\n  note: a|b\n  flag: true\n')
     rows = params_rows("HEAD")
-    assert rows == {"train.lr": "| params.yaml | train.lr | 0.01 | null |",
+    assert rows == {"train.steps": '| params.yaml | train.steps | 300 | "300" |',  # a number, then text
+                    "train.lr": "| params.yaml | train.lr | 0.01 | null |",
                     "train.note": "| params.yaml | train.note | - | a\\|b |",
                     "train.flag": "| params.yaml | train.flag | - | true |"}
     run("git", "commit", "-qam", "lr null, a note and a flag", cwd=repo)
-    (repo / "params.yaml").write_text("train:\n  steps: 300\n  note: a|b\n  flag: true\n")
+    (repo / "params.yaml").write_text('train:\n  steps: "300"\n  note: a|b\n  flag: true\n')
     assert params_rows("HEAD") == {"train.lr": "| params.yaml | train.lr | null | - |"}  # removed
     # Between two commits, each one's file is read.
     assert params_rows("HEAD~1")["train.lr"] == "| params.yaml | train.lr | 0.01 | - |"
