@@ -159,6 +159,9 @@ def test_the_params_table_tells_null_from_missing_and_keeps_a_bar_in_its_cell(pr
     assert params_rows("HEAD~1")["train.lr"] == "| params.yaml | train.lr | 0.01 | - |"
     text = build_report("HEAD~1", "HEAD", tmp_path / "two.md", repo=repo).read_text()
     assert "| params.yaml | train.lr | 0.01 | null |" in text
+    # Equal in Python, not in type: 300 (HEAD~1's) against 300.0.
+    (repo / "params.yaml").write_text("train:\n  steps: 300.0\n  lr: 0.01\n")
+    assert params_rows("HEAD~1") == {"train.steps": "| params.yaml | train.steps | 300 | 300.0 |"}
 
 
 def test_a_report_from_a_subfolder_of_the_project(project, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from conftest import file_size_limit
 
 from nerf.errors import DataError
-from nerf.images import DEPTH_CMAP, captioned, scale_bar, to_uint8
+from nerf.images import DEPTH_CMAP, caption_row, captioned, scale_bar, to_uint8
 from nerf.video import video_frame, write_gif, write_mp4
 
 
@@ -39,8 +39,12 @@ def test_video_frame_is_colour_gap_depth_under_captions_padded_to_even_size() ->
     assert (over_colour == over_colour[..., :1]).all()  # grey text, no scale over the colour panel
     with pytest.raises(ValueError, match="one shape"):
         video_frame(rgb, depth[:4], 2.0, 6.0)
-    # The caption gives the depth range; a small view is enlarged by whole pixels up to fit.
-    assert not np.array_equal(video_frame(rgb, depth, 2.0, 7.5, fit=7), frame)
+    # The caption gives the depth range (the frame's: shifted for a farther camera).
+    wide = np.zeros((64, 64, 3), np.float32)
+    for near, far, caption in ((2.0, 6.0, "depth, 2 to 6"), (2.5, 6.125, "depth, 2.5 to 6.12")):
+        row = to_uint8(caption_row(["colour", caption], 64, 4))
+        np.testing.assert_array_equal(video_frame(wide, wide, near, far, fit=64)[: len(row)], row)
+    # A small view is enlarged by whole pixels up to fit.
     big = video_frame(rgb[:, :6], depth[:, :6], 2.0, 6.0, fit=24, gap=4)  # 24 // 6: 4x4 blocks
     enlarged = captioned([rgb[:, :6], depth[:, :6]], ["colour", "depth, 2 to 6"], (None, DEPTH_CMAP),
                          fit=24, gap=4)
