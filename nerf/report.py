@@ -346,8 +346,9 @@ def _glob_escape(text: str) -> str:
 
 
 def _plots_line(old: str, new: str, unloaded: list[str], plots: Path, out: Path) -> str:
-    """The report's link to ``plots/index.html``, and what it lacks where DVC could not load
-    a revision's cached outputs (its page of those, ``cached.html``, beside it)."""
+    """The report's link to ``index.html`` in its ``plots`` folder, and what it lacks where
+    DVC could not load a revision's cached outputs (its page of those, ``cached.html``,
+    beside it)."""
     index, cached = plots / "index.html", plots / "cached.html"
     if not index.is_file():
         return "No plots found."
@@ -384,16 +385,16 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
     new_name = new or "workspace"
     dvc = _dvc()
 
+    new_commit = None if new is None else commits[-1]  # None: the workspace
     warnings: list[str] = []
-    sides = {old: commits[0]} | ({} if same else {new_name: commits[1] if new else None})
+    sides = {old: commits[0]} | ({} if same else {new_name: new_commit})
     stale = _unreproduced_lines(sides, root, warnings)
     metrics = _rows(_run([dvc, "metrics", "diff", *revs, "--md", "--all"], root, "dvc metrics diff",
                          warnings))
     diff = json.loads(_run([dvc, "params", "diff", *revs, "--json", "--all"], root, "dvc params diff",
                            warnings) or "{}")
-    params = "" if same else _params_table(diff, (commits[0], commits[1] if new else None),
-                                           (old, new_name), root)
-    spec = _dvc_yaml(root, None if new is None else commits[-1])
+    params = "" if same else _params_table(diff, (commits[0], new_commit), (old, new_name), root)
+    spec = _dvc_yaml(root, new_commit)
     plots = plots_folder(out)
     with atomic_dir(plots, holds=("index.html", "static", "cached.html")) as tmp:
         _run([dvc, "plots", "diff", *revs, "-o", str(tmp)], root, "dvc plots diff", warnings)
