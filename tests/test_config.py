@@ -190,6 +190,23 @@ def test_values_as_dvc_exp_run_set_writes_them(tmp_path):
         load_params(path)
 
 
+def test_dvc_exp_run_set_changes_only_the_line_it_sets(tmp_path):
+    # DVC rewrites the whole file for `-S` and writes a null as an empty value; the committed
+    # file writes its nulls that way, so an experiment's params.yaml differs from it by the
+    # lines set, and a pull request made from one shows no unrelated lines.
+    from dvc.utils.hydra import apply_overrides
+
+    committed = (REPO / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(committed)
+    apply_overrides(str(path), ["train.steps=5"])
+    changed = [(a, b) for a, b in zip(committed.splitlines(), path.read_text().splitlines()) if a != b]
+    assert changed == [("  steps: 800", "  steps: 5")]
+    apply_overrides(str(path), ["train.steps=800", "train.lr=1e-3"])
+    apply_overrides(str(path), ["train.lr=null"])
+    assert path.read_text() == committed
+
+
 def test_duplicate_keys_are_refused(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text((REPO / "params.yaml").read_text() + "data:\n  near: 1.0\n")
