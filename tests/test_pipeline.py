@@ -258,8 +258,7 @@ def test_repro_then_experiment_then_show(repo_copy):
     assert "Running stage" not in run("dvc", "repro", cwd=clone).stdout
     # render.chunk tunes rendering speed: it reruns the stages that render the test views,
     # never training.
-    params = clone / "params.yaml"
-    params.write_text(params.read_text().replace("\n  chunk:      ", "\n  chunk: 512 ", 1))
+    set_params(clone / "params.yaml", {"render.chunk": 512})
     assert sorted(json.loads(run("dvc", "status", "--json", cwd=clone).stdout)) == ["render", "video"]
 
     # A stopped experiment (Ctrl-C) resumes when its command is run again: `dvc exp run`
