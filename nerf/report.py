@@ -1,4 +1,4 @@
-"""A review report for two revisions: metric and param diffs, plots, side-by-side renders.
+"""A review report for two revisions: metric and param diffs, plots, per-view PSNR and renders.
 
     python -m nerf.report main --out reports/review.md        # main against the workspace
     python -m nerf.report HEAD~1 HEAD --out reports/review.md  # two commits
@@ -6,14 +6,18 @@
 It runs the real ``dvc metrics diff``, ``dvc params diff`` and ``dvc plots diff``; the
 plots (training curves, per-view PSNR, renders) go to ``<name>_plots/index.html`` beside the
 markdown ``<name>.md`` (``reports/review_plots/`` for ``reports/review.md``: each report in a
-folder has its own), which links it and the new revision's truth | render | error images. A revision
+folder has its own), which links it, and lists each test view's PSNR at both revisions with
+a link to the new revision's truth | render | error image. A revision
 committed without ``dvc repro`` after an edit is named at the top (``dvc status`` there).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
+import math
 import os
 import re
 import shutil
@@ -26,6 +30,7 @@ from ruamel.yaml import YAMLError
 
 from nerf.config import parse_yaml
 from nerf.errors import DataError, run_stage
+from nerf.images import view_filename
 from nerf.io import atomic_dir, atomic_file
 
 
@@ -205,6 +210,12 @@ def _cell(value: object) -> str:
         text = value if _reads_as_text(value) else json.dumps(value)
     else:
         text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return _in_cell(text)
+
+
+def _in_cell(text: str) -> str:
+    """``text`` kept in one markdown table cell: its ``|`` escaped (a value, or a revision's
+    name: git allows ``|`` in a branch name)."""
     return text.replace("|", "\\|")
 
 
@@ -223,17 +234,41 @@ def _params_table(diff: dict, commits: tuple[str | None, str | None], names: tup
                 rows.append(f"| {path} | {key} | {_cell(old)} | {_cell(new)} |")
     if not rows:
         return ""
-    return "\n".join([f"| Path | Param | {names[0]} | {names[1]} |", "| --- | --- | --- | --- |", *rows])
+    header = f"| Path | Param | {_in_cell(names[0])} | {_in_cell(names[1])} |"
+    return "\n".join([header, "| --- | --- | --- | --- |", *rows])
+
+
+def _paths_var(spec: dict | None, name: str) -> str | None:
+    """``${paths.<name>}`` of a dvc.yaml (where every path is written once); None where it
+    has no such var."""
+    try:
+        return next(str(v["paths"][name]) for v in spec["vars"] if "paths" in v)
+    except (KeyError, TypeError, StopIteration):
+        return None
 
 
 def _compare_plot(spec: dict | None) -> str | None:
-    """The plots entry of the side-by-side images, ``${paths.renders}/compare`` with the
-    ``paths`` var of a dvc.yaml (where every path is written once), as ``dvc plots diff``
-    names that revision's images; None where it has no such var."""
+    """The plots entry of the side-by-side images, ``${paths.renders}/compare``, as ``dvc
+    plots diff`` names that revision's images; None where the dvc.yaml has no such var."""
+    renders = _paths_var(spec, "renders")
+    return None if renders is None else f"{renders}/compare"
+
+
+def _per_view_psnr(root: Path, commit: str | None, spec: dict | None) -> dict[str, float]:
+    """{view: PSNR in dB} from evaluate's per-view table (``${paths.per_view}`` of the
+    revision's dvc.yaml, kept in git) at ``commit`` (None: the workspace), each view named as
+    its render file without ``.png`` (``000_view_064``; tables written before the ``image``
+    column are named from ``view`` and ``name``); {} where there is none or it cannot be read."""
+    path = _paths_var(spec, "per_view")
+    text = None if path is None else _text_at(root, commit, path)
+    scores: dict[str, float] = {}
     try:
-        return next(f"{v['paths']['renders']}/compare" for v in spec["vars"] if "paths" in v)
-    except (KeyError, TypeError, StopIteration):
-        return None
+        for row in csv.DictReader(io.StringIO(text or "")):
+            image = row.get("image") or view_filename(int(row["view"]), row["name"]).removesuffix(".png")
+            scores[image] = float(row["psnr"])
+    except (KeyError, ValueError, TypeError, csv.Error):
+        return {}
+    return scores
 
 
 def _git_plots(spec: dict | None) -> list[str]:
@@ -329,15 +364,64 @@ def _unreproduced_lines(revs: dict[str, str | None], root: Path, warnings: list[
     return ["## Not reproduced", "", *lines] if lines else []
 
 
-def _side_by_side(new: str | None, compare: str, plots: Path, out: Path) -> list[str]:
-    """Markdown table rows linking the new revision's truth | render | error images (the
+def _side_by_side(new: str | None, compare: str, plots: Path, out: Path) -> dict[str, str]:
+    """{view: markdown link} to each of the new revision's truth | render | error images (the
     plots entry ``compare``): the copies ``dvc plots diff`` wrote beside the report (a
     revision's from the DVC cache, the workspace's as ``workspace_...``), so that the links
     hold wherever ``reports/`` is published (a CI artifact has no ``renders/`` beside it)."""
     prefix = f"{new or 'workspace'}_{compare}_".replace(os.sep, "_").replace("/", "_")
     images = sorted((plots / "static").glob(f"{_glob_escape(prefix)}*.png"))
     named = [(p.stem[len(prefix):], p) for p in images]
-    return [f"| {name} | [{name}.png]({_link(path, out)}) |" for name, path in named]
+    return {name: f"[{name}.png]({_link(path, out)})" for name, path in named}
+
+
+def _db(value: float | None, signed: bool = False) -> str:
+    """A PSNR (or its change, signed unless it rounds to 0.00) in the views table: two
+    decimals, ``-`` for none."""
+    if value is None or math.isnan(value):
+        return "-"
+    if signed:
+        return "0.00" if round(value, 2) == 0 else f"{value:+.2f}"
+    return f"{value:.2f}"
+
+
+def _views_summary(old: dict[str, float], new: dict[str, float]) -> str:
+    """One line on the views both revisions scored: how many rose and fell (by 0.01 dB or
+    more), and the largest rise and fall; "" where they scored none in common."""
+    changes = {view: new[view] - old[view] for view in new if view in old}
+    changes = {view: change for view, change in changes.items() if not math.isnan(change)}
+    if not changes:
+        return ""
+    rose = [view for view, change in changes.items() if change >= 0.005]
+    fell = [view for view, change in changes.items() if change <= -0.005]
+    line = (f"Of the {len(changes)} views both revisions scored, PSNR rose on {len(rose)} and fell on "
+            f"{len(fell)} (by 0.01 dB or more)")
+    extremes = []
+    if rose:
+        top = max(rose, key=changes.get)
+        extremes.append(f"largest rise: {top} ({_db(changes[top], signed=True)} dB)")
+    if fell:
+        bottom = min(fell, key=changes.get)
+        extremes.append(f"largest fall: {bottom} ({_db(changes[bottom], signed=True)} dB)")
+    return line + "".join(f"; {extreme}" for extreme in extremes) + "."
+
+
+def _views_table(names: tuple[str, str], old: dict[str, float], new: dict[str, float],
+                 images: dict[str, str]) -> list[str]:
+    """The test views as a markdown table: each one's PSNR (dB) at both revisions, the change
+    and the new revision's truth | render | error image; in the new revision's order, then
+    views only the old one scored. [] where there are no views."""
+    views = list(dict.fromkeys([*new, *images, *old]))
+    if not views:
+        return []
+    rows = [f"| view | {_in_cell(names[0])} | {_in_cell(names[1])} | change | image |",
+            "| --- | --- | --- | --- | --- |"]
+    for view in views:
+        before, after = old.get(view), new.get(view)
+        change = None if before is None or after is None else after - before
+        rows.append(f"| {view} | {_db(before)} | {_db(after)} | {_db(change, signed=True)} | "
+                    f"{images.get(view, '-')} |")
+    return rows
 
 
 def _glob_escape(text: str) -> str:
@@ -406,7 +490,10 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
             _run([dvc, "plots", "diff", *revs, "--targets", *kept, "-o", str(tmp)], root, "dvc plots diff",
                  [])
     compare = _compare_plot(spec)
-    rows = _side_by_side(new, compare, plots, out) if compare else []
+    images = _side_by_side(new, compare, plots, out) if compare else {}
+    scores = (_per_view_psnr(root, commits[0], _dvc_yaml(root, commits[0])),
+              _per_view_psnr(root, new_commit, spec))
+    summary = _views_summary(*scores)
 
     lines = [
         f"# Review: `{old}` → `{new_name}`",
@@ -428,18 +515,17 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
         "",
         _plots_line(old, new_name, unloaded, plots, out),
         "",
-        f"## Side-by-side renders of `{new_name}` (truth | render | error)",
+        f"## Test views: PSNR (dB), and the side-by-side renders of `{new_name}` (truth | render | error)",
         "",
+        *([summary, ""] if summary else []),
     ]
-    if rows:
-        lines += ["| view | image |", "| --- | --- |", *rows]
-    elif compare:
-        lines.append(
-            f"No `{compare}` images for `{new_name}` (run `dvc repro`, or `dvc pull` for a revision)."
-        )
-    else:
+    if not images and compare:
+        advice = "run `dvc repro`, or `dvc pull` for a revision"
+        lines += [f"No `{compare}` images for `{new_name}` ({advice}).", ""]
+    elif not images:
         whose = "the workspace's" if new is None else f"`{new}`'s"
-        lines.append(f"No side-by-side images: {whose} dvc.yaml sets no `paths.renders` var.")
+        lines += [f"No side-by-side images: {whose} dvc.yaml sets no `paths.renders` var.", ""]
+    lines += _views_table((old, new_name), *scores, images)
     with atomic_file(out) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return out

@@ -35,7 +35,8 @@ psnr = 20 + steps / 200
 os.makedirs("metrics", exist_ok=True)
 os.makedirs("out/views/compare", exist_ok=True)
 json.dump({"psnr": psnr, "ssim": 0.9}, open("metrics/eval.json", "w"))
-open("metrics/per_view.csv", "w").write("view,psnr\\n" + "".join(f"{v},{psnr + v}\\n" for v in range(3)))
+rows = "".join(f"{v},view_{v:03d},{v:03d}_view_{v:03d},{psnr + v},0.9\\n" for v in range(3))
+open("metrics/per_view.csv", "w").write("view,name,image,psnr,ssim\\n" + rows)
 for v in range(2):
     Image.new("RGB", (6, 2), (steps % 256, v, 0)).save(f"out/views/compare/{v:03d}_view_{v:03d}.png")
 """
@@ -45,6 +46,7 @@ DVC_YAML = """\
 vars:
   - paths:
       renders: out/views
+      per_view: metrics/per_view.csv
 stages:
   fake:
     cmd: python make_metrics.py
@@ -54,7 +56,7 @@ stages:
     metrics:
       - metrics/eval.json: {cache: false}
     plots:
-      - metrics/per_view.csv: {cache: false, x: view, y: psnr}
+      - ${paths.per_view}: {cache: false, x: view, y: psnr}
 plots:
   - ${paths.renders}/compare
 """
@@ -91,8 +93,8 @@ def project(tmp_path_factory) -> Path:
 
 
 def table_links(markdown: str) -> list[str]:
-    """The link targets of the side-by-side table's rows."""
-    section = markdown.split("## Side-by-side")[1]
+    """The link targets of the test views table's rows."""
+    section = markdown.split("## Test views")[1]
     return [line.split("](")[1].rstrip(" |)") for line in section.splitlines() if "](" in line]
 
 
@@ -118,8 +120,17 @@ def test_report_between_two_commits(project, tmp_path):
     with Image.open(tmp_path / links[0]) as image:
         assert image.getpixel((0, 0)) == (300 % 256, 0, 0)
     # Each row names its view as the render stage does, without the revision's prefix.
-    rows = [line for line in text.split("## Side-by-side")[1].splitlines() if "](" in line]
+    rows = [line for line in text.split("## Test views")[1].splitlines() if "](" in line]
     assert [row.split(" | ")[0] for row in rows] == ["| 000_view_000", "| 001_view_001"]
+    # Each view's PSNR at both revisions (per_view.csv, in git), its change, and its image; the
+    # third view has a score and no image.
+    section = text.split("## Test views")[1]
+    assert ("Of the 3 views both revisions scored, PSNR rose on 3 and fell on 0 (by 0.01 dB or more); "
+            "largest rise: 000_view_000 (+1.00 dB).") in section
+    table = [line for line in section.splitlines() if line.startswith("| ")]
+    assert table[0] == "| view | HEAD~1 | HEAD | change | image |"
+    assert table[2] == f"| 000_view_000 | 20.50 | 21.50 | +1.00 | [000_view_000.png]({links[0]}) |"
+    assert table[4] == "| 002_view_002 | 22.50 | 23.50 | +1.00 | - |"
 
 
 def test_two_reports_in_one_folder_keep_their_own_plots(project, tmp_path):
@@ -189,6 +200,17 @@ def test_one_commit_under_two_names_says_so(project, tmp_path):
     text = build_report("HEAD", head, tmp_path / "review.md", repo=project).read_text()
     assert f"`HEAD` and `{head}` are the same commit ({head[:7]}): nothing differs." in text
     assert "No metric differs." in text and "No metrics found." not in text
+
+
+def test_a_branch_name_holding_a_bar_stays_in_its_table_cells(project, tmp_path):
+    run("git", "branch", "-f", "base|1", "HEAD~1", cwd=project)  # git allows | in a branch name
+    try:
+        text = build_report("base|1", "HEAD", tmp_path / "review.md", repo=project).read_text()
+    finally:
+        run("git", "branch", "-D", "base|1", cwd=project)
+    assert "| Path | Param | base\\|1 | HEAD |" in text
+    assert "| view | base\\|1 | HEAD | change | image |" in text
+    assert "| 000_view_000 | 20.50 | 21.50 | +1.00 | [000_view_000.png](" in text
 
 
 def test_a_plots_folder_of_the_users_own_beside_the_report_is_kept(project, tmp_path):
@@ -323,6 +345,49 @@ def test_the_new_revisions_renders_folder_is_read_from_its_own_dvc_yaml(tmp_path
     run(str(BIN / "dvc"), "repro", "-q", cwd=repo)  # renamed again, not committed
     here = build_report("HEAD", None, tmp_path / "here/review.md", repo=repo)
     assert table_links(here.read_text())[0] == prefix.format("workspace", "pictures")
+
+
+def test_per_view_psnr_of_an_older_table_and_of_views_one_revision_lacks(tmp_path):
+    """The base's per-view table written before the ``image`` column (``view,name,psnr,ssim``)
+    is matched to the new one's view by view; a view only one revision scored has no change;
+    a view that fell is counted and named, one that moved by less than 0.01 dB is not."""
+    write = 'open("metrics/per_view.csv", "w").write("view,name,image,psnr,ssim\\n" + rows)'
+    assert write in MAKE_METRICS
+    before = ("view,name,psnr,ssim\\n0,view_000,30.0,0.9\\n1,view_001,25.0,0.9\\n2,view_002,27.0,0.9\\n"
+              "3,view_003,26.0,0.9\\n4,view_004,24.0,0.9\\n")
+    after = ("view,name,image,psnr,ssim\\n0,view_000,000_view_000,29.5,0.9\\n"
+             "1,view_001,001_view_001,25.25,0.9\\n"
+             "3,view_003,003_view_003,26.004,0.9\\n4,view_004,004_view_004,23.996,0.9\\n")
+    repo = tmp_path / "project"
+    repo.mkdir()
+    run("git", "init", "-q", cwd=repo)
+    run(str(BIN / "dvc"), "init", "-q", cwd=repo)
+    (repo / "dvc.yaml").write_text(DVC_YAML)
+    for steps, table in ((100, before), (300, after)):
+        (repo / "make_metrics.py").write_text(
+            MAKE_METRICS.replace(write, f'open("metrics/per_view.csv", "w").write("{table}")'))
+        commit(repo, steps)
+    text = build_report("HEAD~1", "HEAD", tmp_path / "review.md", repo=repo).read_text()
+    section = text.split("## Test views")[1]
+    assert ("Of the 4 views both revisions scored, PSNR rose on 1 and fell on 1 (by 0.01 dB or more); "
+            "largest rise: 001_view_001 (+0.25 dB); largest fall: 000_view_000 (-0.50 dB).") in section
+    links = table_links(text)
+    assert [line for line in section.splitlines() if line.startswith("| 0")] == [
+        f"| 000_view_000 | 30.00 | 29.50 | -0.50 | [000_view_000.png]({links[0]}) |",
+        f"| 001_view_001 | 25.00 | 25.25 | +0.25 | [001_view_001.png]({links[1]}) |",
+        "| 003_view_003 | 26.00 | 26.00 | 0.00 | - |",  # within 0.01 dB: neither rose nor fell
+        "| 004_view_004 | 24.00 | 24.00 | 0.00 | - |",
+        "| 002_view_002 | 27.00 | - | - | - |",
+    ]
+    # A workspace whose dvc.yaml has no paths.per_view var: no scores of its own; each revision's
+    # table is found by its own dvc.yaml.
+    (repo / "dvc.yaml").write_text(DVC_YAML.replace("      per_view: metrics/per_view.csv\n", ""))
+    text = build_report("HEAD", None, tmp_path / "here.md", repo=repo).read_text()
+    section = text.split("## Test views")[1]
+    assert "views both revisions scored" not in section
+    assert [line.split(" | ")[:4] for line in section.splitlines() if line.startswith("| 0")] == [
+        ["| 000_view_000", "29.50", "-", "-"], ["| 001_view_001", "25.25", "-", "-"],
+        ["| 003_view_003", "26.00", "-", "-"], ["| 004_view_004", "24.00", "-", "-"]]
 
 
 def test_a_revision_whose_renders_are_not_in_the_cache_still_has_its_curves_compared(project, tmp_path):
