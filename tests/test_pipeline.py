@@ -439,3 +439,47 @@ def test_queued_sweep_compares_in_one_sorted_table(repo_copy):
                                    "val.psnr", "psnr", "ssim", "model.kind", "train.steps", "render.chunk"]
     rows = [line.split(",") for line in lines[1:]]
     assert len(rows) == 2 and rows[0][3:8] == rows[1][3:8] and rows[1][-1] == "300"
+
+
+def _workflow_script(step: str, values: dict[str, str]) -> str:
+    """The shell of the pull request workflow's step named ``step``, its ``${{ ... }}``
+    expressions filled in from ``values``; ``make setup`` is the venv these tests run in."""
+    workflow = yaml.safe_load((REPO / ".github/workflows/pr-report.yml").read_text())
+    script = next(s["run"] for s in workflow["jobs"]["report"]["steps"] if s.get("name") == step)
+    for expression, value in values.items():
+        script = script.replace(f"${{{{ {expression} }}}}", value)
+    assert "${{" not in script, script
+    return script.replace("make setup", ":")
+
+
+def test_pr_workflow_compares_with_the_base_as_its_runner_reproduced_it(repo_copy, tmp_path):
+    """A base committed from another machine (a GPU, another CPU) names outputs whose last bits
+    a fresh runner does not reproduce; the workflow commits and tags its own run of the base
+    and compares with that, so the report has the base's renders. MKL's compatible code path
+    stands in for the other machine (on this project's CPU it changes the model's bits)."""
+    origin = repo_copy
+    run("git", "branch", "-M", "main", cwd=origin)
+    elsewhere = {**_env(), "MKL_CBWR": "COMPATIBLE"}
+    subprocess.run(["dvc", "repro", "-q"], cwd=origin, env=elsewhere, check=True, capture_output=True,
+                   timeout=600)
+    _commit(origin, "the base, reproduced elsewhere")
+    run("git", "checkout", "-q", "-b", "pr", cwd=origin)
+    set_params(origin / "params.yaml", {"train.steps": 40})
+    _commit(origin, "a pull request: 40 steps")
+    runner = tmp_path / "runner"  # actions/checkout: a fresh clone, no DVC cache
+    run("git", "clone", "-q", "-b", "pr", str(origin), str(runner), cwd=tmp_path)
+    head = run("git", "rev-parse", "HEAD", cwd=runner).stdout.strip()
+    values = {"github.base_ref": "main", "github.sha": head}
+    github_env = tmp_path / "github_env"
+    for step in ("Run the pipeline at the base", "Run the pipeline", "Build the report"):
+        result = subprocess.run(["bash", "-eo", "pipefail", "-c", _workflow_script(step, values)], cwd=runner,
+                                env={**_env(), "GITHUB_ENV": str(github_env)}, capture_output=True, text=True,
+                                timeout=600, check=False)
+        assert result.returncode == 0, f"{step}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert github_env.read_text() == "base=main-rerun\n"
+    report = (runner / "reports/review.md").read_text()
+    assert "# Review: `main-rerun` → `workspace`" in report
+    assert "not in this DVC cache" not in report
+    assert "Of the 16 views both revisions scored" in report
+    static = runner / "reports/review_plots/static"
+    assert len(list(static.glob("main-rerun_renders_compare_*.png"))) == 16
