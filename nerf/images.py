@@ -96,6 +96,14 @@ def depth_image(depth: np.ndarray, opacity: np.ndarray, near: float, far: float)
     return colorize(depth + (1 - opacity) * far, near, far, DEPTH_CMAP)
 
 
+OPACITY_CMAP = "viridis"  # opacity images' colours, 0 (dark purple: the ray sees through) to 1 (yellow)
+
+
+def opacity_image(opacity: np.ndarray) -> np.ndarray:
+    """(h, w) opacity (accumulated alpha) in [0, 1] -> (h, w, 3) ``OPACITY_CMAP`` colours."""
+    return colorize(opacity, 0.0, 1.0, OPACITY_CMAP)
+
+
 def downscale(image: np.ndarray, factor: int) -> np.ndarray:
     """(h, w, c) -> (h // factor, w // factor, c): each factor x factor block averaged (a
     remainder of rows or columns is dropped); factor 1 returns the image as it is."""

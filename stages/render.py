@@ -23,7 +23,7 @@ from tqdm import tqdm
 from nerf.camera_path import depth_shifts, read_poses
 from nerf.config import load_params
 from nerf.errors import run_stage
-from nerf.images import colorize, comparison, depth_image, to_uint8, view_filename, write_png
+from nerf.images import comparison, depth_image, opacity_image, to_uint8, view_filename, write_png
 from nerf.io import atomic_dir
 from nerf.metrics import psnr
 from nerf.models import render_image
@@ -73,7 +73,7 @@ def main() -> None:
                 write_png(out / "compare" / name, comparison(truths[i], shown, score))
             depth = depth_image(result.depth.cpu().numpy(), opacity, model.near + shift, model.far + shift)
             write_png(out / "depth" / name, depth)
-            write_png(out / "opacity" / name, colorize(opacity, 0.0, 1.0, "viridis"))
+            write_png(out / "opacity" / name, opacity_image(opacity))
     print(f"render: {len(poses)} view{'s' * (len(poses) != 1)} of {width}x{height} -> {args.out}")
 
 

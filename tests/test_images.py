@@ -20,6 +20,7 @@ from nerf.images import (
     downscale,
     enlarge,
     error_image,
+    opacity_image,
     panels_row,
     read_png,
     scale_bar,
@@ -216,6 +217,15 @@ def test_depth_image_shows_empty_pixels_as_far() -> None:
     out = depth_image(depth, opacity, 2.0, 6.0)
     np.testing.assert_allclose(out[0, 0], colorize(np.array([[6.0]]), 2.0, 6.0)[0, 0])
     np.testing.assert_allclose(out[0, 1], colorize(np.array([[3.0]]), 2.0, 6.0)[0, 0])
+
+
+def test_opacity_images_run_from_viridis_purple_at_0_to_its_yellow_at_1() -> None:
+    import matplotlib
+
+    out = opacity_image(np.array([[0.0, 0.5, 1.0]]))
+    np.testing.assert_allclose(out[0], matplotlib.colormaps["viridis"]([0.0, 0.5, 1.0])[:, :3], atol=1e-6)
+    purple, yellow = out[0, 0], out[0, 2]
+    assert purple[2] > purple[1] and yellow[0] > yellow[2] and yellow[1] > yellow[2]  # as the README says
 
 
 def test_caption_fonts_stay_within_their_sizes_and_the_text_is_centred_in_its_row() -> None:
