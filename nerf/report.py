@@ -1,9 +1,10 @@
-"""A review report for two revisions: metric and param diffs, plots, per-view PSNR and renders.
+"""A review report for two revisions: the outcome, metric and param diffs, plots, per-view PSNR and renders.
 
     python -m nerf.report main --out reports/review.md        # main against the workspace
     python -m nerf.report HEAD~1 HEAD --out reports/review.md  # two commits
 
-It runs the real ``dvc metrics diff``, ``dvc params diff`` and ``dvc plots diff``; the
+It opens with one line: the mean test PSNR and SSIM at both revisions, their change, and
+training's seconds. It runs the real ``dvc metrics diff``, ``dvc params diff`` and ``dvc plots diff``; the
 plots (training curves, per-view PSNR, renders) go to ``<name>_plots/index.html`` beside the
 markdown ``<name>.md`` (``reports/review_plots/`` for ``reports/review.md``: each report in a
 folder has its own), which links it, and lists each test view's PSNR at both revisions with
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from ruamel.yaml import YAMLError
 
@@ -271,6 +273,74 @@ def _per_view_psnr(root: Path, commit: str | None, spec: dict | None) -> dict[st
     return scores
 
 
+class Outcome(NamedTuple):
+    """What a revision's run came to, from its metrics files in git; None where it has none."""
+
+    psnr: float | None  # mean test PSNR, dB (``${paths.eval}``)
+    ssim: float | None
+    n_views: int | None
+    seconds: float | None  # training time (``${paths.train_log}/metrics.json``, DVCLive's)
+
+
+def _number(tree: object, *keys: str) -> float | None:
+    """``tree[keys[0]][keys[1]]...`` of a metrics file as a float (``"inf"`` too); None where
+    it is missing or not a number."""
+    for key in keys:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    if isinstance(tree, bool) or not isinstance(tree, (int, float, str)):
+        return None
+    try:
+        return float(tree)
+    except ValueError:
+        return None
+
+
+def _outcome(root: Path, commit: str | None, spec: dict | None) -> Outcome:
+    """The mean test PSNR, SSIM and view count of evaluate's summary, and training's seconds,
+    at ``commit`` (None: the workspace), each None where the revision lacks it."""
+
+    def read(path: str | None) -> object:
+        text = None if path is None else _text_at(root, commit, path)
+        try:
+            return json.loads(text or "null")
+        except ValueError:
+            return None
+
+    summary = read(_paths_var(spec, "eval"))
+    log = _paths_var(spec, "train_log")
+    training = read(None if log is None else f"{log}/metrics.json")
+    views = _number(summary, "n_views")
+    return Outcome(_number(summary, "psnr"), _number(summary, "ssim"),
+                   None if views is None else int(views), _number(training, "train", "seconds"))
+
+
+def _headline(old: Outcome, new: Outcome) -> str:
+    """One line, the report's first: mean test PSNR and SSIM at both revisions and their
+    change, over how many views, and training's seconds; "" where neither has a PSNR."""
+    if old.psnr is None and new.psnr is None:
+        return ""
+
+    def change(before: float | None, after: float | None, digits: int) -> str:
+        delta = None if before is None or after is None else after - before
+        if delta is None or math.isnan(delta):
+            return "-"
+        return f"{0:.{digits}f}" if round(delta, digits) == 0 else f"{delta:+.{digits}f}"
+
+    def ssim(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    line = (f"**Mean test PSNR {_db(old.psnr)} → {_db(new.psnr)} dB ({change(old.psnr, new.psnr, 2)}), "
+            f"SSIM {ssim(old.ssim)} → {ssim(new.ssim)} ({change(old.ssim, new.ssim, 4)})**")
+    if old.n_views is not None and old.n_views == new.n_views:
+        line += f", over {new.n_views} test views"
+    elif old.n_views is not None and new.n_views is not None:
+        line += f", over {old.n_views} → {new.n_views} test views (other test sets: the means do not compare)"
+    if old.seconds is not None or new.seconds is not None:
+        seconds = ["-" if s is None else f"{s:.0f} s" for s in (old.seconds, new.seconds)]
+        line += f"; training took {seconds[0]} → {seconds[1]}"
+    return line + "."
+
+
 def _git_plots(spec: dict | None) -> list[str]:
     """The plots of a dvc.yaml (top-level names or paths, and stages' plots) whose files are
     all outside the DVC cache (``cache: false``, so in git): what ``dvc plots diff`` can draw
@@ -491,13 +561,16 @@ def build_report(old: str, new: str | None, out: Path, repo: Path | None = None)
                  [])
     compare = _compare_plot(spec)
     images = _side_by_side(new, compare, plots, out) if compare else {}
-    scores = (_per_view_psnr(root, commits[0], _dvc_yaml(root, commits[0])),
-              _per_view_psnr(root, new_commit, spec))
+    old_spec = _dvc_yaml(root, commits[0])
+    scores = (_per_view_psnr(root, commits[0], old_spec), _per_view_psnr(root, new_commit, spec))
     summary = _views_summary(*scores)
+    outcomes = (_outcome(root, commits[0], old_spec), _outcome(root, new_commit, spec))
+    headline = "" if same else _headline(*outcomes)
 
     lines = [
         f"# Review: `{old}` → `{new_name}`",
         "",
+        *([headline, ""] if headline else []),
         *([f"`{old}` and `{new_name}` are the same commit ({commits[0][:7]}): nothing differs.", ""]
           if same else []),
         *(["DVC warned (a `-` below may be a value it could not read):", "",

@@ -34,7 +34,9 @@ steps = yaml.safe_load(open("params.yaml"))["train"]["steps"]
 psnr = 20 + steps / 200
 os.makedirs("metrics", exist_ok=True)
 os.makedirs("out/views/compare", exist_ok=True)
-json.dump({"psnr": psnr, "ssim": 0.9}, open("metrics/eval.json", "w"))
+json.dump({"psnr": psnr, "ssim": 0.9, "n_views": 3}, open("metrics/eval.json", "w"))
+os.makedirs("metrics/train", exist_ok=True)
+json.dump({"train": {"seconds": steps / 10}}, open("metrics/train/metrics.json", "w"))
 rows = "".join(f"{v},view_{v:03d},{v:03d}_view_{v:03d},{psnr + v},0.9\\n" for v in range(3))
 open("metrics/per_view.csv", "w").write("view,name,image,psnr,ssim\\n" + rows)
 for v in range(2):
@@ -47,6 +49,8 @@ vars:
   - paths:
       renders: out/views
       per_view: metrics/per_view.csv
+      eval: metrics/eval.json
+      train_log: metrics/train
 stages:
   fake:
     cmd: python make_metrics.py
@@ -54,7 +58,8 @@ stages:
     params: [train.steps]
     outs: ["${paths.renders}/compare"]
     metrics:
-      - metrics/eval.json: {cache: false}
+      - ${paths.eval}: {cache: false}
+      - ${paths.train_log}/metrics.json: {cache: false}
     plots:
       - ${paths.per_view}: {cache: false, x: view, y: psnr}
 plots:
@@ -103,6 +108,10 @@ def test_report_between_two_commits(project, tmp_path):
     (tmp_path / "review_plots" / "static" / "stale.png").write_bytes(b"an earlier report's")
     out = build_report("HEAD~1", "HEAD", tmp_path / "review.md", repo=project)
     text = out.read_text()
+    # First, the outcome: evaluate's summary and training's seconds at both revisions.
+    assert text.splitlines()[2] == (
+        "**Mean test PSNR 20.50 → 21.50 dB (+1.00), SSIM 0.9000 → 0.9000 (0.0000)**, "
+        "over 3 test views; training took 10 s → 30 s.")
     metrics = text.split("## Metrics")[1].split("## Params")[0]
     assert "metrics/eval.json" in metrics and "20.5" in metrics and "21.5" in metrics
     assert "ssim" in metrics  # unchanged metrics are shown too (0.9 at both)
@@ -131,6 +140,27 @@ def test_report_between_two_commits(project, tmp_path):
     assert table[0] == "| view | HEAD~1 | HEAD | change | image |"
     assert table[2] == f"| 000_view_000 | 20.50 | 21.50 | +1.00 | [000_view_000.png]({links[0]}) |"
     assert table[4] == "| 002_view_002 | 22.50 | 23.50 | +1.00 | - |"
+
+
+def test_the_headline_says_what_a_side_lacks_and_when_the_test_sets_differ():
+    from nerf.report import Outcome, _headline, _number
+
+    both = _headline(Outcome(28.7271, 0.94611, 16, 103.1), Outcome(28.73, 0.946108, 16, 110.86))
+    assert both == ("**Mean test PSNR 28.73 → 28.73 dB (0.00), SSIM 0.9461 → 0.9461 (0.0000)**, "
+                    "over 16 test views; training took 103 s → 111 s.")
+    other_views = _headline(Outcome(27.0, 0.9, 16, None), Outcome(26.5, 0.91234, 10, None))
+    assert other_views == ("**Mean test PSNR 27.00 → 26.50 dB (-0.50), SSIM 0.9000 → 0.9123 (+0.0123)**, "
+                           "over 16 → 10 test views (other test sets: the means do not compare).")
+    no_base = _headline(Outcome(None, None, None, None), Outcome(30.0, 0.95, 16, 99.6))
+    assert no_base == "**Mean test PSNR - → 30.00 dB (-), SSIM - → 0.9500 (-)**; training took - → 100 s."
+    perfect = _headline(Outcome(float("inf"), 1.0, 2, None), Outcome(float("inf"), 1.0, 2, None))
+    assert perfect == "**Mean test PSNR inf → inf dB (-), SSIM 1.0000 → 1.0000 (0.0000)**, over 2 test views."
+    assert _headline(Outcome(None, 0.9, 3, 5.0), Outcome(None, 0.9, 3, 5.0)) == ""  # no PSNR on either side
+    # evaluate writes a perfect render's PSNR as the string "inf"; anything else not a number is none.
+    summary = {"psnr": "inf", "ssim": True, "n_views": "many", "train": {"seconds": 12}}
+    assert _number(summary, "psnr") == float("inf") and _number(summary, "train", "seconds") == 12.0
+    assert _number(summary, "ssim") is None and _number(summary, "n_views") is None
+    assert _number(summary, "psnr", "mean") is None and _number(None, "psnr") is None
 
 
 def test_two_reports_in_one_folder_keep_their_own_plots(project, tmp_path):
