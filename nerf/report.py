@@ -4,8 +4,8 @@
     python -m nerf.report HEAD~1 HEAD --out reports/review.md  # two commits
 
 It opens with one line: the mean test PSNR and SSIM at both revisions, their change, and
-training's seconds. It runs the real ``dvc metrics diff``, ``dvc params diff`` and ``dvc plots diff``; the
-plots (training curves, per-view PSNR, renders) go to ``<name>_plots/index.html`` beside the
+training's seconds. It runs the real ``dvc metrics diff``, ``dvc params diff`` and ``dvc
+plots diff``; the plots (training curves, per-view PSNR, renders) go to ``<name>_plots/index.html`` beside the
 markdown ``<name>.md`` (``reports/review_plots/`` for ``reports/review.md``: each report in a
 folder has its own), which links it, and lists each test view's PSNR at both revisions with
 a link to the new revision's truth | render | error image. A revision
@@ -310,8 +310,9 @@ def _outcome(root: Path, commit: str | None, spec: dict | None) -> Outcome:
     log = _paths_var(spec, "train_log")
     training = read(None if log is None else f"{log}/metrics.json")
     views = _number(summary, "n_views")
+    whole = views is not None and views.is_integer()  # not inf, nan or 2.5
     return Outcome(_number(summary, "psnr"), _number(summary, "ssim"),
-                   None if views is None else int(views), _number(training, "train", "seconds"))
+                   int(views) if whole else None, _number(training, "train", "seconds"))
 
 
 def _headline(old: Outcome, new: Outcome) -> str:

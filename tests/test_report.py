@@ -163,6 +163,22 @@ def test_the_headline_says_what_a_side_lacks_and_when_the_test_sets_differ():
     assert _number(summary, "psnr", "mean") is None and _number(None, "psnr") is None
 
 
+def test_the_outcome_is_read_from_the_files_the_vars_name_and_survives_odd_values(tmp_path):
+    from nerf.report import Outcome, _outcome
+
+    spec = {"vars": [{"paths": {"eval": "m/eval.json", "train_log": "m/train"}}]}
+    (tmp_path / "m" / "train").mkdir(parents=True)
+    (tmp_path / "m/eval.json").write_text('{"psnr": "inf", "ssim": 1.0, "n_views": 16.0}')
+    (tmp_path / "m/train/metrics.json").write_text('{"train": {"seconds": 7.5}}')
+    assert _outcome(tmp_path, None, spec) == Outcome(float("inf"), 1.0, 16, 7.5)
+    for views in ('"inf"', "2.5", '"nan"'):  # a view count that is no whole number is none
+        (tmp_path / "m/eval.json").write_text(f'{{"psnr": 30, "n_views": {views}}}')
+        assert _outcome(tmp_path, None, spec) == Outcome(30.0, None, None, 7.5)
+    (tmp_path / "m/train/metrics.json").write_text("{not json")
+    assert _outcome(tmp_path, None, spec).seconds is None
+    assert _outcome(tmp_path, None, {"vars": [{"paths": {}}]}) == Outcome(None, None, None, None)
+
+
 def test_two_reports_in_one_folder_keep_their_own_plots(project, tmp_path):
     ahead = build_report("HEAD~1", "HEAD", tmp_path / "ahead.md", repo=project)
     back = build_report("HEAD", "HEAD~1", tmp_path / "back.md", repo=project)
