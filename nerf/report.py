@@ -322,10 +322,7 @@ def _headline(old: Outcome, new: Outcome) -> str:
         return ""
 
     def change(before: float | None, after: float | None, digits: int) -> str:
-        delta = None if before is None or after is None else after - before
-        if delta is None or math.isnan(delta):
-            return "-"
-        return f"{0:.{digits}f}" if round(delta, digits) == 0 else f"{delta:+.{digits}f}"
+        return _signed(None if before is None or after is None else after - before, digits)
 
     def ssim(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
@@ -446,14 +443,18 @@ def _side_by_side(new: str | None, compare: str, plots: Path, out: Path) -> dict
     return {name: f"[{name}.png]({_link(path, out)})" for name, path in named}
 
 
-def _db(value: float | None, signed: bool = False) -> str:
-    """A PSNR (or its change, signed unless it rounds to 0.00) in the views table: two
-    decimals, ``-`` for none."""
+def _signed(value: float | None, digits: int = 2) -> str:
+    """A change to ``digits`` decimals, signed unless it rounds to 0; ``-`` for none."""
     if value is None or math.isnan(value):
         return "-"
+    return f"{0:.{digits}f}" if round(value, digits) == 0 else f"{value:+.{digits}f}"
+
+
+def _db(value: float | None, signed: bool = False) -> str:
+    """A PSNR (or its change, :func:`_signed`) in the views table: two decimals, ``-`` for none."""
     if signed:
-        return "0.00" if round(value, 2) == 0 else f"{value:+.2f}"
-    return f"{value:.2f}"
+        return _signed(value)
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
 def _views_summary(old: dict[str, float], new: dict[str, float]) -> str:
