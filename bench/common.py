@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import platform
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -153,22 +152,6 @@ def devices(requested: list[str]) -> list[torch.device]:
     if not found:
         raise DataError(f"no {' or '.join(missing)} device on this machine; try cpu")
     return found
-
-
-def processor() -> str:
-    """The CPU's model name where Linux says it (``platform.processor()`` gives only x86_64)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{processor()} CPU, {torch.get_num_threads()} threads"
 
 
 class SampleCounter:

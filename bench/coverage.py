@@ -25,7 +25,6 @@ from bench.common import (
     count,
     devices,
     load_split,
-    machine,
     make_model,
     params_with,
     write_csv,
@@ -33,7 +32,7 @@ from bench.common import (
 from nerf.errors import ConfigError, run_stage
 from nerf.metrics import psnr
 from nerf.models import render_image
-from nerf.training import train
+from nerf.training import machine, train
 
 
 def measure(kind: str, device: torch.device, steps: int | None, params_path: Path, overrides: list[str],

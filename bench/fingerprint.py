@@ -28,11 +28,10 @@ from bench.common import (
     load_split,
     make_model,
     params_with,
-    processor,
     without_budget,
 )
 from nerf.errors import run_stage
-from nerf.training import train
+from nerf.training import processor, train
 
 
 def fingerprint(kind: str, steps: int, params_path: Path, overrides: list[str]) -> dict:

@@ -39,7 +39,6 @@ from bench.common import (
     devices,
     kernels,
     load_split,
-    machine,
     make_model,
     params_with,
     precision,
@@ -47,7 +46,7 @@ from bench.common import (
     write_csv,
 )
 from nerf.errors import ConfigError, run_stage
-from nerf.training import train
+from nerf.training import machine, train
 
 # Operations that launch nothing on a GPU (views, no-op conversions) and the copies Triton's
 # interpreter makes of the kernels' arguments.

@@ -30,11 +30,12 @@ if not torch.cuda.is_available():
 
 from triton.errors import TritonError
 
-from bench.common import REPO, machine, params_with, write_csv
+from bench.common import REPO, params_with, write_csv
 from nerf import mlp_kernel
 from nerf.encoding import fourier_dim, fourier_encode
 from nerf.errors import ConfigError, run_stage
 from nerf.fields import SeedField, cat_features
+from nerf.training import machine
 
 TILES = ("BLOCK_ROWS", "BLOCK_N", "BLOCK_K", "WARPS", "STAGES")
 

@@ -23,14 +23,13 @@ from bench.common import (
     count,
     devices,
     load_split,
-    machine,
     make_model,
     params_with,
     precision,
     without_budget,
 )
 from nerf.errors import run_stage
-from nerf.training import train
+from nerf.training import machine, train
 
 
 def profile_kind(kind: str, device: torch.device, steps: int, warmup: int, params_path: Path,

@@ -36,7 +36,6 @@ from bench.common import (
     devices,
     kernels,
     load_split,
-    machine,
     make_model,
     params_with,
     precision,
@@ -44,7 +43,7 @@ from bench.common import (
     write_csv,
 )
 from nerf.errors import run_stage
-from nerf.training import evaluate_views, train
+from nerf.training import evaluate_views, machine, train
 
 
 def curve(kind: str, device: torch.device, points: list[float], by: str, params_path: Path,

@@ -32,7 +32,6 @@ from bench.common import (
     devices,
     kernels,
     load_split,
-    machine,
     make_model,
     params_with,
     precision,
@@ -41,7 +40,7 @@ from bench.common import (
     write_csv,
 )
 from nerf.errors import run_stage
-from nerf.training import train
+from nerf.training import machine, train
 
 
 def _reset_peak_rss() -> None:

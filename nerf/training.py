@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import platform
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +43,27 @@ def pick_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise DataError("params.yaml: train.device is mps but MPS is not available; use auto or cpu")
     return torch.device(name)
+
+
+def processor() -> str:
+    """The CPU's model name where Linux says it (``platform.processor()`` gives only x86_64)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> str:
+    """What runs on ``device``, as a reader compares timings by: the GPU's name, or the CPU's
+    with the threads PyTorch uses (``AMD EPYC CPU, 2 threads``)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple GPU (mps) of {processor()}"
+    threads = torch.get_num_threads()
+    return f"{processor()} CPU, {threads} thread{'' if threads == 1 else 's'}"
 
 
 Arithmetic = Literal["fp32", "tf32", "bf16"]

@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,7 +29,9 @@ from nerf.training import (
     evaluate_views,
     learning_rate,
     load_checkpoint,
+    machine,
     pick_device,
+    processor,
     save_checkpoint,
     schedule_progress,
     tf32_matmuls,
@@ -637,6 +640,20 @@ def test_pick_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(DataError, match="^params.yaml: train.device is cuda but no CUDA device"):
             pick_device("cuda")
+
+
+def test_the_machine_is_the_processor_with_the_threads_pytorch_uses_or_the_gpu() -> None:
+    info = Path("/proc/cpuinfo")
+    names = [line for line in info.read_text().splitlines() if line.startswith("model name")] if (
+        info.is_file()) else []
+    if names:  # Linux names its processors; elsewhere platform's name stands in
+        assert processor() == names[0].split(":", 1)[1].strip()
+    assert processor()
+    for threads, said in ((1, "1 thread"), (3, "3 threads")):
+        with cpu_threads(threads):
+            assert machine(CPU) == f"{processor()} CPU, {said}"
+    if torch.cuda.is_available():
+        assert machine(torch.device("cuda")) == torch.cuda.get_device_name()
 
 
 def test_fast_beats_nerf_at_equal_wall_clock_on_the_cpu() -> None:
