@@ -3,9 +3,11 @@
 python -m stages.train --split data/split --out models --live metrics/train --checkpoints checkpoints
 
 Writes ``<out>/model.pt`` (weights and the config that built them) and the DVCLive logs
-in ``<live>``; both appear only when training finishes. Every ``train.checkpoint_every``
-steps the whole training state goes to ``<checkpoints>/last.pt`` (kept between runs): a
-killed run started again with the same inputs resumes from it, with the same result.
+in ``<live>``, with the machine that trained in its ``params.yaml`` (``run.machine``: its
+seconds compare only with another run's on the same machine); both appear only when
+training finishes. Every ``train.checkpoint_every`` steps the whole training state goes to
+``<checkpoints>/last.pt`` (kept between runs): a killed run started again with the same
+inputs resumes from it, with the same result.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from nerf.config import load_params, to_dict
 from nerf.errors import run_stage
 from nerf.io import atomic_dir
 from nerf.models import build_model
-from nerf.training import pick_device, save_checkpoint, train
+from nerf.training import machine, pick_device, save_checkpoint, train
 from nerf.views import load_views
 
 MODEL_FILE = "model.pt"
-LIVE_FILES = ("metrics.json", "plots")  # what DVCLive writes into --live, as configured below
+LIVE_FILES = ("metrics.json", "params.yaml", "plots")  # what DVCLive writes into --live, as configured below
 
 
 def main() -> None:
@@ -44,7 +46,7 @@ def main() -> None:
     model = build_model(
         params.model, params.data.near, params.data.far, torch.from_numpy(train_views.background)
     ).to(device)
-    print(f"train: {params.model.kind} on {device}, {train_views.n_views} views of "
+    print(f"train: {params.model.kind} on {device} ({machine(device)}), {train_views.n_views} views of "
           f"{train_views.width}x{train_views.height} ({val_views.n_views} for validation), "
           f"{params.train.steps} steps"
           + (f" or {params.train.time_budget:g} s" if params.train.time_budget else ""))
@@ -67,6 +69,8 @@ def main() -> None:
             resume.restore_files(start.logs, live_dir)
             with Live(str(live_dir), resume=start.state is not None, save_dvc_exp=False, dvcyaml=None,
                       report=None) as live:
+                # What the seconds were measured on (a resumed run: the machine that finished it).
+                live.log_params({"run": {"machine": machine(device), "torch": str(torch.__version__)}})
 
                 def save(state: dict) -> None:
                     resume.save(checkpoint, state, fingerprint, resume.snapshot_files(live_dir))

@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import yaml
 
 from nerf.images import comparison, read_png, to_uint8, view_filename
 from nerf.metrics import psnr
+from nerf.training import processor
 from nerf.video import video_frame
 from nerf.views import load_views
 
@@ -216,6 +218,10 @@ def test_repro_then_experiment_then_show(repo_copy):
                                       to_uint8(comparison(views.images[i], rgb, score)))
     assert (repo_copy / "models/model.pt").is_file()
     assert (repo_copy / "metrics/train/metrics.json").is_file()
+    # DVCLive's params say what trained: this CPU, and the torch version.
+    trained_on = yaml.safe_load((repo_copy / "metrics/train/params.yaml").read_text())["run"]
+    assert re.fullmatch(rf"{re.escape(processor())} CPU, (1 thread|\d+ threads)", trained_on["machine"])
+    assert trained_on["torch"] == torch.__version__
     assert "up to date" in run("dvc", "status", cwd=repo_copy).stdout
     check_videos_and_novel_poses(repo_copy)
 
@@ -275,6 +281,9 @@ def test_repro_then_experiment_then_show(repo_copy):
     table = json.loads(run("dvc", "exp", "show", "--json", cwd=repo_copy).stdout)
     values = psnrs_in(table)
     assert len(values) >= 2, table
+    # dvc.yaml's top-level params: each experiment's machine is a column of `dvc exp show`.
+    machines = json.dumps(table).count('"metrics/train/params.yaml": {"data": {"run": {"machine": ')
+    assert machines >= 2, table
     assert all(isinstance(v, float) for v in values)
     diff = run("dvc", "metrics", "diff", "--json", cwd=repo_copy).stdout
     assert "psnr" in diff
