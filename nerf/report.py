@@ -280,6 +280,7 @@ class Outcome(NamedTuple):
     ssim: float | None
     n_views: int | None
     seconds: float | None  # training time (``${paths.train_log}/metrics.json``, DVCLive's)
+    machine: str | None = None  # what trained (``run.machine`` of ``${paths.train_log}/params.yaml``)
 
 
 def _number(tree: object, *keys: str) -> float | None:
@@ -296,8 +297,8 @@ def _number(tree: object, *keys: str) -> float | None:
 
 
 def _outcome(root: Path, commit: str | None, spec: dict | None) -> Outcome:
-    """The mean test PSNR, SSIM and view count of evaluate's summary, and training's seconds,
-    at ``commit`` (None: the workspace), each None where the revision lacks it."""
+    """The mean test PSNR, SSIM and view count of evaluate's summary, and training's seconds
+    and machine, at ``commit`` (None: the workspace), each None where the revision lacks it."""
 
     def read(path: str | None) -> object:
         text = None if path is None else _text_at(root, commit, path)
@@ -311,13 +312,18 @@ def _outcome(root: Path, commit: str | None, spec: dict | None) -> Outcome:
     training = read(None if log is None else f"{log}/metrics.json")
     views = _number(summary, "n_views")
     whole = views is not None and views.is_integer()  # not inf, nan or 2.5
+    run = None if log is None else _params_at(root, commit, f"{log}/params.yaml")  # DVCLive's params
+    machine = _param(run, "run.machine", None)
     return Outcome(_number(summary, "psnr"), _number(summary, "ssim"),
-                   int(views) if whole else None, _number(training, "train", "seconds"))
+                   int(views) if whole else None, _number(training, "train", "seconds"),
+                   machine if isinstance(machine, str) else None)
 
 
 def _headline(old: Outcome, new: Outcome) -> str:
     """One line, the report's first: mean test PSNR and SSIM at both revisions and their
-    change, over how many views, and training's seconds; "" where neither has a PSNR."""
+    change, over how many views, and training's seconds, with the machine they were measured
+    on (said where the two differ, whose seconds then do not compare); "" where neither has a
+    PSNR."""
     if old.psnr is None and new.psnr is None:
         return ""
 
@@ -336,6 +342,10 @@ def _headline(old: Outcome, new: Outcome) -> str:
     if old.seconds is not None or new.seconds is not None:
         seconds = ["-" if s is None else f"{s:.0f} s" for s in (old.seconds, new.seconds)]
         line += f"; training took {seconds[0]} → {seconds[1]}"
+        if old.machine is not None and old.machine == new.machine:
+            line += f" on {old.machine}"
+        elif old.machine is not None and new.machine is not None:
+            line += f" (other machines, {old.machine} → {new.machine}: the seconds do not compare)"
     return line + "."
 
 

@@ -37,6 +37,7 @@ os.makedirs("out/views/compare", exist_ok=True)
 json.dump({"psnr": psnr, "ssim": 0.9, "n_views": 3}, open("metrics/eval.json", "w"))
 os.makedirs("metrics/train", exist_ok=True)
 json.dump({"train": {"seconds": steps / 10}}, open("metrics/train/metrics.json", "w"))
+yaml.safe_dump({"run": {"machine": f"box {1 + steps // 400}"}}, open("metrics/train/params.yaml", "w"))
 rows = "".join(f"{v},view_{v:03d},{v:03d}_view_{v:03d},{psnr + v},0.9\\n" for v in range(3))
 open("metrics/per_view.csv", "w").write("view,name,image,psnr,ssim\\n" + rows)
 for v in range(2):
@@ -56,12 +57,16 @@ stages:
     cmd: python make_metrics.py
     deps: [make_metrics.py]
     params: [train.steps]
-    outs: ["${paths.renders}/compare"]
+    outs:
+      - ${paths.renders}/compare
+      - ${paths.train_log}/params.yaml: {cache: false}
     metrics:
       - ${paths.eval}: {cache: false}
       - ${paths.train_log}/metrics.json: {cache: false}
     plots:
       - ${paths.per_view}: {cache: false, x: view, y: psnr}
+params:
+  - ${paths.train_log}/params.yaml
 plots:
   - ${paths.renders}/compare
 """
@@ -111,14 +116,14 @@ def test_report_between_two_commits(project, tmp_path):
     # First, the outcome: evaluate's summary and training's seconds at both revisions.
     assert text.splitlines()[2] == (
         "**Mean test PSNR 20.50 → 21.50 dB (+1.00), SSIM 0.9000 → 0.9000 (0.0000)**, "
-        "over 3 test views; training took 10 s → 30 s.")
+        "over 3 test views; training took 10 s → 30 s on box 1.")
     metrics = text.split("## Metrics")[1].split("## Params")[0]
     assert "metrics/eval.json" in metrics and "20.5" in metrics and "21.5" in metrics
     assert "ssim" in metrics  # unchanged metrics are shown too (0.9 at both)
     assert not (tmp_path / "review_plots" / "static" / "stale.png").exists()  # replaced whole
     params = text.split("## Params")[1].split("## Plots")[0]
     assert "train.steps" in params and "100" in params and "300" in params
-    assert "train.lr" not in params  # unchanged params are left out
+    assert "train.lr" not in params and "run.machine" not in params  # unchanged params are left out
     assert "Not reproduced" not in text
     assert "(review_plots/index.html)" in text and (tmp_path / "review_plots/index.html").is_file()
     html = (tmp_path / "review_plots/index.html").read_text()
@@ -156,6 +161,16 @@ def test_the_headline_says_what_a_side_lacks_and_when_the_test_sets_differ():
     perfect = _headline(Outcome(float("inf"), 1.0, 2, None), Outcome(float("inf"), 1.0, 2, None))
     assert perfect == "**Mean test PSNR inf → inf dB (-), SSIM 1.0000 → 1.0000 (0.0000)**, over 2 test views."
     assert _headline(Outcome(None, 0.9, 3, 5.0), Outcome(None, 0.9, 3, 5.0)) == ""  # no PSNR on either side
+    # The machine the seconds were measured on: named where both sides share it, both where
+    # they differ, none where a side does not say (a run from before DVCLive logged it).
+    cpu, gpu = "AMD EPYC CPU, 2 threads", "NVIDIA H100 80GB HBM3"
+    one = _headline(Outcome(28.0, 0.9, 16, 110.9, cpu), Outcome(28.5, 0.9, 16, 103.1, cpu))
+    assert one.endswith("; training took 111 s → 103 s on AMD EPYC CPU, 2 threads.")
+    two = _headline(Outcome(28.0, 0.9, 16, 110.9, cpu), Outcome(28.5, 0.9, 16, 3.2, gpu))
+    assert two.endswith("; training took 111 s → 3 s (other machines, AMD EPYC CPU, 2 threads → "
+                        "NVIDIA H100 80GB HBM3: the seconds do not compare).")
+    unknown = _headline(Outcome(28.0, 0.9, 16, 110.9, None), Outcome(28.5, 0.9, 16, 3.2, gpu))
+    assert unknown.endswith("; training took 111 s → 3 s.")
     # evaluate writes a perfect render's PSNR as the string "inf"; anything else not a number is none.
     summary = {"psnr": "inf", "ssim": True, "n_views": "many", "train": {"seconds": 12}}
     assert _number(summary, "psnr") == float("inf") and _number(summary, "train", "seconds") == 12.0
@@ -176,6 +191,11 @@ def test_the_outcome_is_read_from_the_files_the_vars_name_and_survives_odd_value
         assert _outcome(tmp_path, None, spec) == Outcome(30.0, None, None, 7.5)
     (tmp_path / "m/train/metrics.json").write_text("{not json")
     assert _outcome(tmp_path, None, spec).seconds is None
+    (tmp_path / "m/train/params.yaml").write_text("run:\n  machine: AMD EPYC CPU, 2 threads\n  torch: 2.9\n")
+    assert _outcome(tmp_path, None, spec).machine == "AMD EPYC CPU, 2 threads"
+    for odd in ("run:\n  machine: 3\n", "run: [1]\n", "{not yaml: [", "machine: box\n"):
+        (tmp_path / "m/train/params.yaml").write_text(odd)
+        assert _outcome(tmp_path, None, spec).machine is None
     assert _outcome(tmp_path, None, {"vars": [{"paths": {}}]}) == Outcome(None, None, None, None)
 
 
@@ -319,6 +339,11 @@ def test_report_against_the_workspace(project, tmp_path):
     assert "`HEAD` → `workspace`" in text
     assert "21.5" in text and "22.5" in text and "20.5" not in text
     assert "train.steps" in text and "500" in text
+    # Trained on another machine: the headline says its seconds do not compare, and the
+    # params table, from the top-level params file that DVCLive writes, names both machines.
+    assert text.splitlines()[2].endswith("training took 30 s → 50 s (other machines, box 1 → box 2: "
+                                         "the seconds do not compare).")
+    assert "| metrics/train/params.yaml | run.machine | box 1 | box 2 |" in text
     assert (tmp_path / "reports/review_plots/index.html").is_file()
     # Links inside reports/ (the CI artifact holds nothing else): dvc plots diff's copies.
     links = table_links(text)
