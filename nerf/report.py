@@ -273,6 +273,20 @@ def _per_view_psnr(root: Path, commit: str | None, spec: dict | None) -> dict[st
     return scores
 
 
+def _signed(value: float | None, digits: int = 2) -> str:
+    """A change to ``digits`` decimals, signed unless it rounds to 0; ``-`` for none."""
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{0:.{digits}f}" if round(value, digits) == 0 else f"{value:+.{digits}f}"
+
+
+def _db(value: float | None, signed: bool = False) -> str:
+    """A PSNR (or its change, :func:`_signed`) in the views table: two decimals, ``-`` for none."""
+    if signed:
+        return _signed(value)
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
 class Outcome(NamedTuple):
     """What a revision's run came to, from its metrics files in git; None where it has none."""
 
@@ -451,20 +465,6 @@ def _side_by_side(new: str | None, compare: str, plots: Path, out: Path) -> dict
     images = sorted((plots / "static").glob(f"{_glob_escape(prefix)}*.png"))
     named = [(p.stem[len(prefix):], p) for p in images]
     return {name: f"[{name}.png]({_link(path, out)})" for name, path in named}
-
-
-def _signed(value: float | None, digits: int = 2) -> str:
-    """A change to ``digits`` decimals, signed unless it rounds to 0; ``-`` for none."""
-    if value is None or math.isnan(value):
-        return "-"
-    return f"{0:.{digits}f}" if round(value, digits) == 0 else f"{value:+.{digits}f}"
-
-
-def _db(value: float | None, signed: bool = False) -> str:
-    """A PSNR (or its change, :func:`_signed`) in the views table: two decimals, ``-`` for none."""
-    if signed:
-        return _signed(value)
-    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
 def _views_summary(old: dict[str, float], new: dict[str, float]) -> str:
