@@ -11,15 +11,17 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 # `dvc exp show` trimmed to what a sweep compares: the params that differ (and always the
 # model kind and steps), validation PSNR, test PSNR and SSIM, training seconds and steps/s
-# (kept even where every row has the same: a sweep of render.* or video.* retrains nothing);
-# best validation PSNR first (pick by it: the test views stay a fair final score).
+# and render seconds per view (kept even where every row has the same: a sweep of render.*
+# or video.* retrains nothing, and render.chunk changes only the render seconds), and
+# run.machine where experiments trained on different machines; best validation PSNR first
+# (pick by it: the test views stay a fair final score).
 # Failed and queued experiments have no results of their own: `dvc queue status` lists them.
 # Column patterns match from the start of the name; no path is named here (dvc.yaml's vars
 # hold them): the dependency and output columns are those with a / or without a dot
 # (models), but for the table's own (Experiment, rev, typ, parent); params and the
-# training log's metrics are section.key, eval.json's psnr and ssim are kept by name.
+# training and render metrics are section.key, eval.json's psnr and ssim are kept by name.
 EXP_DROP := .*loss|train\.psnr|train\.learning_rate|val\.seconds|.*/|(?!(Experiment|rev|typ|parent)$$)[^.]*$$
-EXP_KEEP := (.*:)?(model\.kind|train\.steps|train\.seconds|train\.steps_per_second|val\.psnr|psnr|ssim)$$
+EXP_KEEP := (.*:)?(model\.kind|train\.steps|train\.seconds|train\.steps_per_second|render\.seconds_per_view|val\.psnr|psnr|ssim)$$
 
 setup: $(VENV)/.installed
 

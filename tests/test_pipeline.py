@@ -204,6 +204,8 @@ def test_repro_then_experiment_then_show(repo_copy):
     assert metrics["n_views"] == 16 and 0 < metrics["psnr"] < 60 and 0 < metrics["ssim"] <= 1
     for kind in ("rgb", "compare", "depth", "opacity"):
         assert len(list((repo_copy / "renders" / kind).glob("*.png"))) == 16
+    render_time = json.loads((repo_copy / "metrics/render.json").read_text())["render"]["seconds_per_view"]
+    assert 0 < render_time < 60
     # A compare image: the truth beside the render as its PNG holds it, captioned with the PSNR
     # that evaluate gave the view.
     views = load_views(repo_copy / "data/split/test.npz")
@@ -294,14 +296,16 @@ def test_bad_params_fail_cleanly_and_keep_every_output(repo_copy):
     # stage must leave every earlier result in place.
     run("dvc", "repro", cwd=repo_copy)
     outputs = ["data/split/manifest.json", "models/model.pt", "metrics/train/metrics.json",
-               "metrics/train/plots/metrics/train/loss.tsv", "videos/video.gif", "metrics/eval.json",
-               "metrics/per_view.csv", "metrics/per_view_psnr.png"]
+               "metrics/train/params.yaml", "metrics/train/plots/metrics/train/loss.tsv",
+               "metrics/render.json", "videos/video.gif", "metrics/eval.json", "metrics/per_view.csv",
+               "metrics/per_view_psnr.png"]
     outputs += [str(p.relative_to(repo_copy)) for p in (repo_copy / "renders").rglob("*.png")]
     before = {name: (repo_copy / name).read_bytes() for name in outputs}
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     for key, bad, message in (
         ("split.test_fraction", 1.5, "split.test_fraction must be < 1"),
         ("train.steps", -5, "train.steps must be >= 1"),
+        ("render.chunk", 0, "render.chunk must be >= 1"),
         ("video.frames", 0, "video.frames must be >= 1"),
         ("eval.ssim_sigma", 2.5, "does not match eval.ssim_sigma=2.5"),
     ):
@@ -428,7 +432,8 @@ def test_queued_sweep_compares_in_one_sorted_table(repo_copy):
     rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
     # The params that differ, and what they gave; the failed run has no results of its own.
     assert header == ["Experiment", "rev", "typ", "train.seconds", "train.steps_per_second", "val.psnr",
-                      "psnr", "ssim", "data.far", "model.kind", "train.steps", "train.lr"]
+                      "render.seconds_per_view", "psnr", "ssim", "data.far", "model.kind", "train.steps",
+                      "train.lr"]
     by_name = {row["Experiment"] or row["rev"]: row for row in rows}
     assert set(by_name) == {"master", "short", "paper"}
     assert (by_name["short"]["train.steps"], by_name["short"]["train.lr"]) == ("10", "0.02")
@@ -437,17 +442,21 @@ def test_queued_sweep_compares_in_one_sorted_table(repo_copy):
     # Best validation PSNR first: variants are picked on the validation views, not the test views.
     experiments = [float(row["val.psnr"]) for row in rows if row["typ"] != "baseline"]
     assert experiments == sorted(experiments, reverse=True) and len(set(experiments)) == 2
-    assert all(float(row["train.seconds"]) > 0 and float(row["ssim"]) > 0 for row in rows)
+    assert all(float(row[key]) > 0 for row in rows for key in ("train.seconds", "render.seconds_per_view",
+                                                                "ssim"))
 
     # A sweep of a knob that retrains nothing (render.chunk: the same renders) gives every row
-    # the same metrics; the table still shows them.
+    # the same training and quality metrics, which the table still shows, and its own render seconds.
     run("dvc", "exp", "remove", "short", "paper", cwd=repo_copy)
     run("dvc", "exp", "run", "-n", "chunk", "-S", "render.chunk=300", cwd=repo_copy)
     lines = run("make", "-s", "experiments", "EXP_ARGS=--csv", cwd=repo_copy).stdout.strip().splitlines()
-    assert lines[0].split(",") == ["Experiment", "rev", "typ", "train.seconds", "train.steps_per_second",
-                                   "val.psnr", "psnr", "ssim", "model.kind", "train.steps", "render.chunk"]
-    rows = [line.split(",") for line in lines[1:]]
-    assert len(rows) == 2 and rows[0][3:8] == rows[1][3:8] and rows[1][-1] == "300"
+    header = lines[0].split(",")
+    assert header == ["Experiment", "rev", "typ", "train.seconds", "train.steps_per_second", "val.psnr",
+                      "render.seconds_per_view", "psnr", "ssim", "model.kind", "train.steps", "render.chunk"]
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    same = ("train.seconds", "train.steps_per_second", "val.psnr", "psnr", "ssim")
+    assert len(rows) == 2 and [rows[0][key] for key in same] == [rows[1][key] for key in same]
+    assert rows[1]["render.chunk"] == "300" and all(float(row["render.seconds_per_view"]) > 0 for row in rows)
 
 
 def _workflow_script(step: str, values: dict[str, str]) -> str:
